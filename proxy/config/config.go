@@ -1,0 +1,387 @@
+// Package config defines the sidecar's configuration: its shape, its
+// defaults, strict decoding from YAML, and validation with field paths.
+//
+// A Config is built once (defaults, then the file, then MESH_* environment
+// variables, then flags; see Load) and validated before anything is
+// constructed from it. Code that receives a *Config may assume Validate
+// returned nil.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Protocol is what the local application speaks on its port.
+type Protocol string
+
+// The application protocols a sidecar can forward to.
+const (
+	ProtocolHTTP1 Protocol = "http1" // HTTP/1.1 (keep-alive pool)
+	ProtocolH2C   Protocol = "h2c"   // cleartext HTTP/2 with prior knowledge
+	ProtocolGRPC  Protocol = "grpc"  // gRPC, carried as h2c
+	ProtocolTCP   Protocol = "tcp"   // opaque bytes, passed through untouched
+)
+
+// Protocols lists the valid Protocol values, in documentation order.
+var Protocols = []Protocol{ProtocolHTTP1, ProtocolH2C, ProtocolGRPC, ProtocolTCP}
+
+// IsHTTP2 reports whether the app is reached over cleartext HTTP/2.
+func (p Protocol) IsHTTP2() bool { return p == ProtocolH2C || p == ProtocolGRPC }
+
+// LBPolicy selects how a service's endpoints are chosen.
+type LBPolicy string
+
+// Load-balancing policies.
+const (
+	// LBPeakEWMA is power-of-two-choices over a peak-sensitive moving
+	// average of latency, weighted by outstanding requests (Linkerd's
+	// default). It is the default.
+	LBPeakEWMA LBPolicy = "p2c-peak-ewma"
+	// LBRoundRobin cycles through endpoints in order.
+	LBRoundRobin LBPolicy = "round-robin"
+)
+
+// LBPolicies lists the valid LBPolicy values.
+var LBPolicies = []LBPolicy{LBPeakEWMA, LBRoundRobin}
+
+// Config is the whole sidecar configuration. The zero value is not useful;
+// start from Default.
+type Config struct {
+	// Service is the name of the service this sidecar fronts. Required.
+	Service string `json:"service"`
+	// NodeID identifies this instance in the mesh. Default: SERVICE-HOSTNAME.
+	NodeID string `json:"nodeID,omitempty"`
+	// App is the local application's HOST:PORT. Default 127.0.0.1:8080.
+	App string `json:"app"`
+	// AppProtocol is what the app speaks. Default http1.
+	AppProtocol Protocol `json:"appProtocol"`
+
+	// Listeners are the addresses this sidecar binds.
+	Listeners Listeners `json:"listeners"`
+
+	// LoadBalancer is the default policy for every upstream service.
+	// Default p2c-peak-ewma.
+	LoadBalancer LBPolicy `json:"loadBalancer"`
+
+	// Upstreams are static endpoints per service name: other sidecars'
+	// inbound addresses. Used beside or instead of discovery.
+	Upstreams map[string]Upstream `json:"upstreams,omitempty"`
+
+	// TCPOutbound maps local listen addresses to services for opaque TCP:
+	// a connection accepted on Listen is spliced to an endpoint of Service.
+	TCPOutbound []TCPRoute `json:"tcpOutbound,omitempty"`
+
+	// Limits bound what a client may make the sidecar hold.
+	Limits Limits `json:"limits"`
+
+	// Drain controls graceful shutdown.
+	Drain Drain `json:"drain"`
+
+	// Log controls logging.
+	Log Log `json:"log"`
+}
+
+// Listeners holds the bind addresses (HOST:PORT; port 0 picks a free port).
+type Listeners struct {
+	// Inbound receives calls from other sidecars. Default 0.0.0.0:15006.
+	Inbound string `json:"inbound"`
+	// Outbound receives the local app's calls. Default 127.0.0.1:15001.
+	Outbound string `json:"outbound"`
+	// Admin serves the admin API, which may change state. Default 127.0.0.1:15000.
+	Admin string `json:"admin"`
+	// Health serves read-only /ready, /live and /metrics. Default 0.0.0.0:15020.
+	Health string `json:"health"`
+}
+
+// Upstream is one service's static endpoints and policy.
+type Upstream struct {
+	// Endpoints are HOST:PORT addresses of the service's sidecars' inbound
+	// listeners. Required, at least one.
+	Endpoints []string `json:"endpoints"`
+	// LoadBalancer overrides Config.LoadBalancer for this service.
+	LoadBalancer LBPolicy `json:"loadBalancer,omitempty"`
+}
+
+// TCPRoute is an opaque TCP forward from a local port to a service.
+type TCPRoute struct {
+	// Listen is the local HOST:PORT the app connects to.
+	Listen string `json:"listen"`
+	// Service is the target service; its endpoints must be tcp sidecars.
+	Service string `json:"service"`
+}
+
+// Limits are the resource bounds applied to every listener.
+type Limits struct {
+	// MaxHeaderBytes caps a request's header block. Default 64 KiB.
+	MaxHeaderBytes int `json:"maxHeaderBytes"`
+	// MaxHeaderCount caps the number of request header fields. Default 100.
+	MaxHeaderCount int `json:"maxHeaderCount"`
+	// ReadHeaderTimeout bounds the time to receive a request's headers
+	// (slowloris). Default 10s.
+	ReadHeaderTimeout Duration `json:"readHeaderTimeout"`
+	// IdleTimeout closes keep-alive connections idle this long. Default 60s.
+	IdleTimeout Duration `json:"idleTimeout"`
+	// MaxConcurrentStreams caps HTTP/2 streams per connection. Default 100.
+	MaxConcurrentStreams uint32 `json:"maxConcurrentStreams"`
+	// MaxConnections caps accepted connections per listener; further
+	// connections wait in the kernel backlog. Default 4096.
+	MaxConnections int `json:"maxConnections"`
+	// AppMaxIdleConns caps idle keep-alive connections to the local app
+	// (HTTP/1.1 apps). Default 256.
+	AppMaxIdleConns int `json:"appMaxIdleConns"`
+	// AppMaxConns caps all connections to the local app; 0 means no cap.
+	// Default 0.
+	AppMaxConns int `json:"appMaxConns"`
+	// ConnectTimeout bounds dialing an upstream. Default 5s.
+	ConnectTimeout Duration `json:"connectTimeout"`
+}
+
+// Drain controls what happens on SIGTERM or POST /quitquitquit.
+type Drain struct {
+	// Period is how long the sidecar keeps serving after it reports not
+	// ready, so that callers following readiness move away. Default 5s.
+	Period Duration `json:"period"`
+	// Timeout bounds the wait for in-flight requests after listeners stop;
+	// what remains is then closed. Default 25s.
+	Timeout Duration `json:"timeout"`
+}
+
+// Log controls the structured logger.
+type Log struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `json:"level"`
+	// Format is text or json. Default text.
+	Format string `json:"format"`
+}
+
+// Default returns a configuration with every default filled in except
+// Service, which has none.
+func Default() Config {
+	return Config{
+		App:          "127.0.0.1:8080",
+		AppProtocol:  ProtocolHTTP1,
+		LoadBalancer: LBPeakEWMA,
+		Listeners: Listeners{
+			Inbound:  "0.0.0.0:15006",
+			Outbound: "127.0.0.1:15001",
+			Admin:    "127.0.0.1:15000",
+			Health:   "0.0.0.0:15020",
+		},
+		Limits: Limits{
+			MaxHeaderBytes:       64 << 10,
+			MaxHeaderCount:       100,
+			ReadHeaderTimeout:    Duration{10 * time.Second},
+			IdleTimeout:          Duration{60 * time.Second},
+			MaxConcurrentStreams: 100,
+			MaxConnections:       4096,
+			AppMaxIdleConns:      256,
+			ConnectTimeout:       Duration{5 * time.Second},
+		},
+		Drain: Drain{Period: Duration{5 * time.Second}, Timeout: Duration{25 * time.Second}},
+		Log:   Log{Level: "info", Format: "text"},
+	}
+}
+
+// serviceName is what a service name may look like: a DNS label, as in
+// Kubernetes Service names.
+var serviceName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// ValidServiceName reports whether s can name a service.
+func ValidServiceName(s string) bool { return serviceName.MatchString(s) }
+
+// Errors collects validation errors, each naming a field path.
+type Errors []error
+
+func (e Errors) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// FieldError is one invalid field.
+type FieldError struct {
+	Path string // e.g. upstreams.orders.endpoints[0]
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
+
+type collector struct{ errs Errors }
+
+func (c *collector) add(path, format string, args ...any) {
+	c.errs = append(c.errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (c *collector) addr(path, v string, required bool) {
+	if v == "" {
+		if required {
+			c.add(path, "required")
+		}
+		return
+	}
+	if err := CheckHostPort(v); err != nil {
+		c.add(path, "%v", err)
+	}
+}
+
+// CheckHostPort validates a HOST:PORT address (port 0 allowed).
+func CheckHostPort(v string) error {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("invalid address %q: want HOST:PORT", v)
+	}
+	if strings.ContainsAny(host, " /") {
+		return fmt.Errorf("invalid host in %q", v)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("invalid port in %q: want 0-65535", v)
+	}
+	return nil
+}
+
+// Validate checks every field and returns all problems at once, as Errors.
+func (c *Config) Validate() error {
+	var v collector
+	switch {
+	case c.Service == "":
+		v.add("service", "required (the name of the service this sidecar fronts)")
+	case !ValidServiceName(c.Service):
+		v.add("service", "%q is not a valid service name (lowercase letters, digits and '-', at most 63)", c.Service)
+	}
+	if len(c.NodeID) > 128 || strings.ContainsAny(c.NodeID, " \t\r\n/") {
+		v.add("nodeID", "%q: at most 128 characters, no whitespace or '/'", c.NodeID)
+	}
+	v.addr("app", c.App, true)
+	if !slices.Contains(Protocols, c.AppProtocol) {
+		v.add("appProtocol", "%q: want one of %v", c.AppProtocol, Protocols)
+	}
+	v.addr("listeners.inbound", c.Listeners.Inbound, true)
+	v.addr("listeners.outbound", c.Listeners.Outbound, true)
+	v.addr("listeners.admin", c.Listeners.Admin, true)
+	v.addr("listeners.health", c.Listeners.Health, true)
+	if !slices.Contains(LBPolicies, c.LoadBalancer) {
+		v.add("loadBalancer", "%q: want one of %v", c.LoadBalancer, LBPolicies)
+	}
+	for _, name := range sortedKeys(c.Upstreams) {
+		u := c.Upstreams[name]
+		p := "upstreams." + name
+		if !ValidServiceName(name) {
+			v.add(p, "%q is not a valid service name", name)
+		}
+		if len(u.Endpoints) == 0 {
+			v.add(p+".endpoints", "at least one endpoint required")
+		}
+		seen := map[string]bool{}
+		for i, ep := range u.Endpoints {
+			path := fmt.Sprintf("%s.endpoints[%d]", p, i)
+			v.addr(path, ep, true)
+			if seen[ep] {
+				v.add(path, "duplicate endpoint %q", ep)
+			}
+			seen[ep] = true
+		}
+		if u.LoadBalancer != "" && !slices.Contains(LBPolicies, u.LoadBalancer) {
+			v.add(p+".loadBalancer", "%q: want one of %v", u.LoadBalancer, LBPolicies)
+		}
+	}
+	for i, r := range c.TCPOutbound {
+		p := fmt.Sprintf("tcpOutbound[%d]", i)
+		v.addr(p+".listen", r.Listen, true)
+		if !ValidServiceName(r.Service) {
+			v.add(p+".service", "%q is not a valid service name", r.Service)
+		}
+	}
+	l := c.Limits
+	if l.MaxHeaderBytes < 4<<10 || l.MaxHeaderBytes > 1<<20 {
+		v.add("limits.maxHeaderBytes", "%d: want 4096..1048576", l.MaxHeaderBytes)
+	}
+	if l.MaxHeaderCount < 8 || l.MaxHeaderCount > 1000 {
+		v.add("limits.maxHeaderCount", "%d: want 8..1000", l.MaxHeaderCount)
+	}
+	if l.ReadHeaderTimeout.Duration <= 0 {
+		v.add("limits.readHeaderTimeout", "must be positive")
+	}
+	if l.IdleTimeout.Duration <= 0 {
+		v.add("limits.idleTimeout", "must be positive")
+	}
+	if l.MaxConcurrentStreams < 1 || l.MaxConcurrentStreams > 10000 {
+		v.add("limits.maxConcurrentStreams", "%d: want 1..10000", l.MaxConcurrentStreams)
+	}
+	if l.MaxConnections < 1 {
+		v.add("limits.maxConnections", "%d: must be at least 1", l.MaxConnections)
+	}
+	if l.AppMaxIdleConns < 0 {
+		v.add("limits.appMaxIdleConns", "must not be negative")
+	}
+	if l.AppMaxConns < 0 {
+		v.add("limits.appMaxConns", "must not be negative (0 means no cap)")
+	}
+	if l.ConnectTimeout.Duration <= 0 {
+		v.add("limits.connectTimeout", "must be positive")
+	}
+	if c.Drain.Period.Duration < 0 {
+		v.add("drain.period", "must not be negative")
+	}
+	if c.Drain.Timeout.Duration <= 0 {
+		v.add("drain.timeout", "must be positive")
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		v.add("log.level", "%q: want debug, info, warn or error", c.Log.Level)
+	}
+	if !slices.Contains([]string{"text", "json"}, c.Log.Format) {
+		v.add("log.format", "%q: want text or json", c.Log.Format)
+	}
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return v.errs
+}
+
+// EffectiveLB is the policy that applies to service name.
+func (c *Config) EffectiveLB(name string) LBPolicy {
+	if u, ok := c.Upstreams[name]; ok && u.LoadBalancer != "" {
+		return u.LoadBalancer
+	}
+	return c.LoadBalancer
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// Duration is a time.Duration written as a Go duration string ("10s",
+// "250ms") in YAML and JSON.
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON accepts a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return errors.New("want a duration string such as \"10s\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q", s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalJSON writes a duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }

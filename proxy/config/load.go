@@ -1,0 +1,272 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"sigs.k8s.io/yaml"
+)
+
+// EnvPrefix prefixes the environment variable of every flag: --app-protocol
+// is MESH_APP_PROTOCOL.
+const EnvPrefix = "MESH_"
+
+// EnvName is the environment variable that sets flag name.
+func EnvName(flag string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// Decode parses YAML (or JSON) strictly into cfg, over the values cfg
+// already holds: an unknown or duplicate key is an error.
+func Decode(data []byte, cfg *Config) error {
+	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
+		return fmt.Errorf("decode: %w", cleanYAMLError(err))
+	}
+	return nil
+}
+
+// cleanYAMLError trims the decoder's layered prefixes so the message reads
+// as "unknown field \"x\"".
+func cleanYAMLError(err error) error {
+	msg := err.Error()
+	for _, p := range []string{"error unmarshaling JSON: ", "while decoding JSON: ", "json: "} {
+		msg = strings.ReplaceAll(msg, p, "")
+	}
+	return errors.New(msg)
+}
+
+// LoadFile reads and strictly decodes the file at path over Default().
+func LoadFile(path string) (*Config, error) {
+	cfg := Default()
+	data, err := os.ReadFile(path) //nolint:gosec // the operator names the file
+	if err != nil {
+		return nil, err
+	}
+	if err := Decode(data, &cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &cfg, nil
+}
+
+// Loaded is the result of Load: the configuration and where it came from.
+type Loaded struct {
+	Config *Config
+	// File is the configuration file used, or "".
+	File string
+	// Reload rebuilds the configuration from the same flags and
+	// environment with the file read again (SIGHUP).
+	Reload func() (*Config, error)
+}
+
+// ErrHelp is returned by Load when -h or --help was given; usage has been
+// printed.
+var ErrHelp = pflag.ErrHelp
+
+// Load builds the configuration from, in increasing precedence: defaults,
+// the YAML file named by --config (or MESH_CONFIG), MESH_* environment
+// variables, and flags. The result is validated. Usage and flag errors are
+// written to out.
+func Load(args []string, lookupEnv func(string) (string, bool), out io.Writer) (*Loaded, error) {
+	// Pass 1: syntax of the flags, and the file name.
+	scratch := Default()
+	var file string
+	fs := newFlagSet(&scratch, &file, out)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if !fs.Changed("config") {
+		if v, ok := lookupEnv(EnvName("config")); ok {
+			file = v
+		}
+	}
+	build := func() (*Config, error) {
+		cfg := Default()
+		if file != "" {
+			data, err := os.ReadFile(file) //nolint:gosec // the operator names the file
+			if err != nil {
+				return nil, err
+			}
+			if err := Decode(data, &cfg); err != nil {
+				return nil, fmt.Errorf("%s: %w", file, err)
+			}
+		}
+		// Pass 2: environment, then flags, over the file's values.
+		var unused string
+		fs2 := newFlagSet(&cfg, &unused, io.Discard)
+		var errs Errors
+		fs2.VisitAll(func(f *pflag.Flag) {
+			if fs.Changed(f.Name) || f.Name == "config" {
+				return
+			}
+			if v, ok := lookupEnv(EnvName(f.Name)); ok {
+				if err := setEnv(fs2, f, v); err != nil {
+					errs = append(errs, &FieldError{Path: EnvName(f.Name), Msg: err.Error()})
+				}
+			}
+		})
+		if len(errs) > 0 {
+			return nil, errs
+		}
+		if err := fs2.Parse(args); err != nil {
+			return nil, err
+		}
+		if cfg.NodeID == "" && cfg.Service != "" {
+			host, _ := os.Hostname()
+			cfg.NodeID = cfg.Service + "-" + host
+		}
+		if err := cfg.Validate(); err != nil {
+			return nil, err
+		}
+		return &cfg, nil
+	}
+	cfg, err := build()
+	if err != nil {
+		return nil, err
+	}
+	return &Loaded{Config: cfg, File: file, Reload: build}, nil
+}
+
+// setEnv applies an environment value to a flag. Repeatable flags take
+// several values separated by ';' or whitespace.
+func setEnv(fs *pflag.FlagSet, f *pflag.Flag, v string) error {
+	if _, ok := f.Value.(*repeatable); ok {
+		for _, part := range strings.FieldsFunc(v, func(r rune) bool { return r == ';' || r == ' ' || r == '\n' || r == '\t' }) {
+			if err := fs.Set(f.Name, part); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return fs.Set(f.Name, v)
+}
+
+func newFlagSet(cfg *Config, file *string, out io.Writer) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("sidecar", pflag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.SortFlags = false
+	fs.StringVar(file, "config", "", "YAML configuration file (flags and MESH_* variables override it)")
+	fs.StringVar(&cfg.Service, "service", cfg.Service, "name of the service this sidecar fronts (required)")
+	fs.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "this instance's id in the mesh (default SERVICE-HOSTNAME)")
+	fs.StringVar(&cfg.App, "app", cfg.App, "the local app's HOST:PORT")
+	fs.Var((*protocolValue)(&cfg.AppProtocol), "app-protocol", "what the app speaks: http1, h2c, grpc or tcp")
+	fs.StringVar(&cfg.Listeners.Inbound, "inbound", cfg.Listeners.Inbound, "inbound listener: calls from other sidecars")
+	fs.StringVar(&cfg.Listeners.Outbound, "outbound", cfg.Listeners.Outbound, "outbound listener: the app's calls to other services")
+	fs.StringVar(&cfg.Listeners.Admin, "admin", cfg.Listeners.Admin, "admin API listener (may change state; keep it on loopback)")
+	fs.StringVar(&cfg.Listeners.Health, "health", cfg.Listeners.Health, "read-only /ready, /live and /metrics listener")
+	fs.Var(&repeatable{set: upstreamSetter(cfg)}, "upstream", "static endpoints: NAME=HOST:PORT[,HOST:PORT...] (repeatable; replaces the file's endpoints for NAME)")
+	fs.Var(&repeatable{set: tcpSetter(cfg)}, "outbound-tcp", "opaque TCP forward: LISTEN_HOST:PORT=SERVICE (repeatable)")
+	fs.Var((*lbValue)(&cfg.LoadBalancer), "lb", "default load balancer: p2c-peak-ewma or round-robin")
+	fs.DurationVar(&cfg.Drain.Period.Duration, "drain-period", cfg.Drain.Period.Duration, "keep serving this long after turning not-ready on shutdown")
+	fs.DurationVar(&cfg.Drain.Timeout.Duration, "drain-timeout", cfg.Drain.Timeout.Duration, "wait this long for in-flight requests after listeners stop")
+	fs.StringVar(&cfg.Log.Level, "log-level", cfg.Log.Level, "debug, info, warn or error")
+	fs.StringVar(&cfg.Log.Format, "log-format", cfg.Log.Format, "text or json")
+	return fs
+}
+
+// repeatable is a flag that may be given several times; each value is
+// handed to set.
+type repeatable struct {
+	set    func(string) error
+	values []string
+}
+
+func (r *repeatable) String() string { return strings.Join(r.values, " ") }
+func (r *repeatable) Type() string   { return "spec" }
+func (r *repeatable) Set(v string) error {
+	if err := r.set(v); err != nil {
+		return err
+	}
+	r.values = append(r.values, v)
+	return nil
+}
+
+// ParseUpstream parses NAME=HOST:PORT[,HOST:PORT...].
+func ParseUpstream(v string) (string, []string, error) {
+	name, list, ok := strings.Cut(v, "=")
+	if !ok || name == "" || list == "" {
+		return "", nil, fmt.Errorf("%q: want NAME=HOST:PORT[,HOST:PORT...]", v)
+	}
+	if !ValidServiceName(name) {
+		return "", nil, fmt.Errorf("%q: %q is not a valid service name", v, name)
+	}
+	eps := strings.Split(list, ",")
+	for _, ep := range eps {
+		if err := CheckHostPort(ep); err != nil {
+			return "", nil, fmt.Errorf("%q: %w", v, err)
+		}
+	}
+	return name, eps, nil
+}
+
+func upstreamSetter(cfg *Config) func(string) error {
+	replaced := map[string]bool{}
+	return func(v string) error {
+		name, eps, err := ParseUpstream(v)
+		if err != nil {
+			return err
+		}
+		if cfg.Upstreams == nil {
+			cfg.Upstreams = map[string]Upstream{}
+		}
+		u := cfg.Upstreams[name]
+		if !replaced[name] { // the first value for NAME replaces the file's list
+			u.Endpoints = nil
+			replaced[name] = true
+		}
+		u.Endpoints = append(u.Endpoints, eps...)
+		cfg.Upstreams[name] = u
+		return nil
+	}
+}
+
+func tcpSetter(cfg *Config) func(string) error {
+	return func(v string) error {
+		listen, svc, ok := strings.Cut(v, "=")
+		if !ok {
+			return fmt.Errorf("%q: want LISTEN_HOST:PORT=SERVICE", v)
+		}
+		if err := CheckHostPort(listen); err != nil {
+			return fmt.Errorf("%q: %w", v, err)
+		}
+		if !ValidServiceName(svc) {
+			return fmt.Errorf("%q: %q is not a valid service name", v, svc)
+		}
+		cfg.TCPOutbound = append(cfg.TCPOutbound, TCPRoute{Listen: listen, Service: svc})
+		return nil
+	}
+}
+
+type protocolValue Protocol
+
+func (p *protocolValue) String() string { return string(*p) }
+func (p *protocolValue) Type() string   { return "protocol" }
+func (p *protocolValue) Set(v string) error {
+	for _, ok := range Protocols {
+		if Protocol(v) == ok {
+			*p = protocolValue(v)
+			return nil
+		}
+	}
+	return fmt.Errorf("want one of %v", Protocols)
+}
+
+type lbValue LBPolicy
+
+func (l *lbValue) String() string { return string(*l) }
+func (l *lbValue) Type() string   { return "policy" }
+func (l *lbValue) Set(v string) error {
+	for _, ok := range LBPolicies {
+		if LBPolicy(v) == ok {
+			*l = lbValue(v)
+			return nil
+		}
+	}
+	return fmt.Errorf("want one of %v", LBPolicies)
+}

@@ -1,0 +1,92 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/causeway-mesh/causeway/proxy/cluster"
+	"github.com/causeway-mesh/causeway/proxy/h1guard"
+)
+
+// exchange is what the layers of one request share: created by the
+// outermost layer (observe), reachable from the request's context, and
+// also the ResponseWriter the inner layers write to, so that the status
+// is recorded wherever the response comes from.
+type exchange struct {
+	http.ResponseWriter
+
+	start    time.Time
+	status   int // final status written, 0 until then
+	src, dst string
+	service  *cluster.Service
+	endpoint *cluster.Endpoint
+	body     *recordingBody
+}
+
+type exchangeKey struct{}
+
+func exchangeFrom(ctx context.Context) *exchange {
+	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
+	return ex
+}
+
+// WriteHeader records the final status (1xx informational responses pass
+// through unrecorded).
+func (ex *exchange) WriteHeader(code int) {
+	if code >= 200 && ex.status == 0 {
+		ex.status = code
+	}
+	ex.ResponseWriter.WriteHeader(code)
+}
+
+func (ex *exchange) Write(p []byte) (int, error) {
+	if ex.status == 0 {
+		ex.status = http.StatusOK
+	}
+	return ex.ResponseWriter.Write(p)
+}
+
+// Flush keeps streaming responses (SSE, gRPC) flowing through the wrapper.
+func (ex *exchange) Flush() {
+	if ex.status == 0 {
+		ex.status = http.StatusOK
+	}
+	_ = http.NewResponseController(ex.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the connection (hijacking for
+// upgrades, full duplex).
+func (ex *exchange) Unwrap() http.ResponseWriter { return ex.ResponseWriter }
+
+// recordingBody remembers the first error reading the client's body, so a
+// forwarding failure caused by the client (a malformed or truncated body)
+// is answered as the client's fault and never retried.
+type recordingBody struct {
+	io.ReadCloser
+	err error
+}
+
+func (b *recordingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
+func (ex *exchange) bodyErr() error {
+	if ex.body == nil {
+		return nil
+	}
+	return ex.body.err
+}
+
+// guardFrom returns the HTTP/1 framing guard of the request's connection.
+func guardFrom(ctx context.Context) *h1guard.Conn {
+	g, _ := ctx.Value(guardKey{}).(*h1guard.Conn)
+	return g
+}
+
+type guardKey struct{}

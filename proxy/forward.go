@@ -1,0 +1,223 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"time"
+)
+
+// observe creates the request's exchange and records metrics when the
+// response is complete.
+func (s *Sidecar) observe(direction string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ex := &exchange{ResponseWriter: w, start: time.Now()}
+		if g := guardFrom(r.Context()); g != nil {
+			g.BeginRequest()
+		}
+		r = r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex))
+		if s.draining.Load() && r.ProtoMajor == 1 {
+			// Tell keep-alive clients to move to another instance.
+			w.Header().Set("Connection", "close")
+		}
+		next.ServeHTTP(ex, r)
+		src, dst := ex.src, ex.dst
+		if direction == "outbound" {
+			src = s.service
+		} else {
+			dst = s.service
+		}
+		if dst == "" {
+			dst = "unknown"
+		}
+		s.m.observe(direction, src, dst, ex.status, time.Since(ex.start))
+	})
+}
+
+// admit refuses requests that must not be forwarded and were not already
+// refused by the HTTP/1 guard: CONNECT over HTTP/2, too many header
+// fields, and streams of an HTTP/2 connection that resets them abusively.
+func (s *Sidecar) admit(ew *errorWriter, next http.Handler) http.Handler {
+	maxFields := s.cfg.Load().Limits.MaxHeaderCount
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 2 {
+			if hc := h2ConnFrom(r.Context()); hc != nil {
+				if !hc.begin(r.Context()) {
+					return // reset before it started: never forwarded
+				}
+				defer hc.end(r.Context(), w.(*exchange))
+			}
+		}
+		switch {
+		case r.Method == http.MethodConnect:
+			ew.write(w, r, ErrProtocolNotAllowed.with(errConnect))
+		case headerFieldCount(r.Header)+headerFieldCount(r.Trailer) > maxFields:
+			ew.write(w, r, ErrHeadersTooLarge.with(errTooManyFields))
+		default:
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+// appHygiene removes headers the local app may not set and ensures a
+// request id.
+func appHygiene(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		stripMeshOnly(r.Header)
+		ensureRequestID(r.Header)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// peerHygiene records the calling service and strips mesh-internal
+// headers before the request reaches the app.
+func (s *Sidecar) peerHygiene(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ex := exchangeFrom(r.Context())
+		if v := r.Header.Get(HeaderSource); v != "" {
+			if name, ok := serviceFromAuthority(v); ok && name == v {
+				ex.src = s.m.sources.value(v)
+			}
+		}
+		delete(r.Header, HeaderSource)
+		delete(r.Header, "X-Mesh-Error")
+		ensureRequestID(r.Header)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// route resolves the target service from the authority and picks an
+// endpoint.
+func (s *Sidecar) route(ew *errorWriter, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ex := exchangeFrom(r.Context())
+		name, ok := serviceFromAuthority(r.Host)
+		if !ok {
+			ew.write(w, r, ErrBadRequest.with(errNoAuthority))
+			return
+		}
+		svc := s.table.Load().Lookup(name)
+		if svc == nil {
+			ew.write(w, r, ErrNoHealthyUpstream.with(errUnknownService(name)))
+			return
+		}
+		ex.dst = name
+		ex.service = svc
+		if ex.endpoint = svc.Pick(nil); ex.endpoint == nil {
+			ew.write(w, r, ErrNoHealthyUpstream.with(errNoEndpoints(name)))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// forwardOutbound proxies to the exchange's endpoint over the mesh hop.
+func (s *Sidecar) forwardOutbound(ew *errorWriter) http.Handler {
+	rp := s.reverseProxy(ew, &endpointTransport{next: s.meshTransport})
+	rp.Rewrite = func(pr *httputil.ProxyRequest) {
+		ex := exchangeFrom(pr.In.Context())
+		pr.Out.URL.Scheme = "http"
+		pr.Out.URL.Host = ex.endpoint.Addr
+		pr.Out.Host = pr.In.Host
+		pr.SetXForwarded()
+		pr.Out.Header[HeaderSource] = []string{s.service}
+	}
+	rp.ModifyResponse = closeOnRefusedUpgrade
+	return s.bodyRecorder(rp)
+}
+
+// forwardInbound proxies to the local app.
+func (s *Sidecar) forwardInbound(ew *errorWriter) http.Handler {
+	app := s.cfg.Load().App
+	rp := s.reverseProxy(ew, s.appTransport)
+	rp.Rewrite = func(pr *httputil.ProxyRequest) {
+		pr.Out.URL.Scheme = "http"
+		pr.Out.URL.Host = app
+		pr.Out.Host = pr.In.Host
+		// Keep the chain the calling sidecar built and append its address.
+		if xff := pr.In.Header["X-Forwarded-For"]; len(xff) > 0 {
+			pr.Out.Header["X-Forwarded-For"] = xff
+		}
+		pr.SetXForwarded()
+	}
+	rp.ModifyResponse = func(resp *http.Response) error {
+		delete(resp.Header, "X-Mesh-Error")
+		return closeOnRefusedUpgrade(resp)
+	}
+	return s.bodyRecorder(rp)
+}
+
+// bodyRecorder wraps a non-empty request body so that a read error is
+// attributed to the client.
+func (s *Sidecar) bodyRecorder(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+			ex := exchangeFrom(r.Context())
+			ex.body = &recordingBody{ReadCloser: r.Body}
+			r.Body = ex.body
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// closeOnRefusedUpgrade closes the downstream HTTP/1 connection when an
+// upgrade was asked for and refused: the framing guard stopped checking
+// after the upgrade request, so no further request may be read from it.
+func closeOnRefusedUpgrade(resp *http.Response) error {
+	if isUpgrade(resp.Request) && resp.StatusCode != http.StatusSwitchingProtocols {
+		resp.Header.Set("Connection", "close")
+	}
+	return nil
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+type bufferPool struct{}
+
+func (bufferPool) Get() []byte  { return *(bufPool.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { bufPool.Put(&b) }
+
+// reverseProxy returns a ReverseProxy with the settings both directions
+// share. Errors go through classify and the errorWriter.
+func (s *Sidecar) reverseProxy(ew *errorWriter, rt http.RoundTripper) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Transport:  rt,
+		BufferPool: bufferPool{},
+		// Streaming responses (no Content-Length, SSE, gRPC) are flushed at
+		// once by ReverseProxy; others are flushed when complete.
+		FlushInterval: 0,
+		ErrorLog:      log.New(slogWriter{s.log}, "", 0),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			ex := exchangeFrom(r.Context())
+			if e := classify(r, err, ex.bodyErr()); e != nil {
+				ew.write(w, r, e)
+			}
+		},
+	}
+}
+
+// endpointTransport accounts each request against its endpoint for the
+// balancer (outstanding count, latency to response headers).
+type endpointTransport struct{ next http.RoundTripper }
+
+func (t *endpointTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	ex := exchangeFrom(r.Context())
+	done := ex.endpoint.Start()
+	resp, err := t.next.RoundTrip(r)
+	done()
+	return resp, err
+}
+
+// slogWriter sends ReverseProxy's internal log lines to slog at debug.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Debug("reverse proxy", "msg", string(p))
+	return len(p), nil
+}
+
+var _ io.Writer = slogWriter{}

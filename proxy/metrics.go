@@ -1,0 +1,134 @@
+package proxy
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the sidecar's Prometheus series. Labels never carry raw
+// paths or client-chosen strings beyond a bounded set (see labelSet).
+type metrics struct {
+	reg *prometheus.Registry
+
+	requests  *prometheus.CounterVec   // direction, source_service, destination_service, status_class
+	duration  *prometheus.HistogramVec // same labels
+	errors    *prometheus.CounterVec   // direction, code: responses the proxy generated
+	rejected  *prometheus.CounterVec   // listener, reason: malformed requests refused
+	active    *prometheus.GaugeVec     // listener: open downstream connections
+	accepted  *prometheus.CounterVec   // listener
+	upConns   *prometheus.GaugeVec     // pool: open upstream connections
+	upDials   *prometheus.CounterVec   // pool, result
+	h2Resets  prometheus.Counter       // connections closed for abusive stream resets
+	tcpActive *prometheus.GaugeVec     // direction
+
+	sources labelSet // inbound source_service values seen
+}
+
+func newMetrics() *metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	labels := []string{"direction", "source_service", "destination_service", "status_class"}
+	m := &metrics{
+		reg: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_requests_total", Help: "Requests proxied, by direction, source and destination service and status class.",
+		}, labels),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "mesh_request_duration_seconds",
+			Help:    "Time from request received to response complete.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, labels),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_proxy_errors_total", Help: "Responses the proxy generated itself, by x-mesh-error code.",
+		}, []string{"direction", "code"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_rejected_requests_total", Help: "Malformed requests refused before forwarding.",
+		}, []string{"listener", "reason"}),
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mesh_active_connections", Help: "Open downstream connections per listener.",
+		}, []string{"listener"}),
+		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_connections_total", Help: "Downstream connections accepted per listener.",
+		}, []string{"listener"}),
+		upConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mesh_upstream_connections", Help: "Open upstream connections per pool (mesh: to other sidecars; app: to the local app).",
+		}, []string{"pool"}),
+		upDials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_upstream_connect_total", Help: "Upstream connection attempts per pool and result.",
+		}, []string{"pool", "result"}),
+		h2Resets: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mesh_h2_abusive_reset_closes_total", Help: "HTTP/2 connections closed for resetting streams abusively (rapid reset).",
+		}),
+		tcpActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mesh_tcp_active_connections", Help: "Open proxied TCP connections.",
+		}, []string{"direction"}),
+		sources: labelSet{max: 256},
+	}
+	reg.MustRegister(m.requests, m.duration, m.errors, m.rejected, m.active, m.accepted,
+		m.upConns, m.upDials, m.h2Resets, m.tcpActive)
+	return m
+}
+
+// observe records one finished request.
+func (m *metrics) observe(direction, src, dst string, status int, elapsed time.Duration) {
+	class := statusClass(status)
+	m.requests.WithLabelValues(direction, src, dst, class).Inc()
+	m.duration.WithLabelValues(direction, src, dst, class).Observe(elapsed.Seconds())
+}
+
+var classes = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// statusClass maps a status to its class; 0 (no response: the client went
+// away) is "none".
+func statusClass(code int) string {
+	if code >= 100 && code < 600 {
+		return classes[code/100-1]
+	}
+	return "none"
+}
+
+// labelSet bounds the distinct values a client-influenced label can take:
+// after max distinct values, further ones are reported as "other".
+type labelSet struct {
+	mu   sync.Mutex
+	max  int
+	seen map[string]bool
+}
+
+func (s *labelSet) value(v string) string {
+	if v == "" {
+		return "unknown"
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seen[v] {
+		return v
+	}
+	if len(s.seen) >= s.max {
+		return "other"
+	}
+	if s.seen == nil {
+		s.seen = map[string]bool{}
+	}
+	s.seen[v] = true
+	return v
+}
+
+// countedConn decrements a gauge once when closed.
+type countedConn struct {
+	net.Conn
+	gauge  prometheus.Gauge
+	closed atomic.Bool
+}
+
+func (c *countedConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.gauge.Dec()
+	}
+	return c.Conn.Close()
+}

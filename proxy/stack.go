@@ -1,0 +1,58 @@
+package proxy
+
+import "net/http"
+
+// The request path, written down once.
+//
+// Each layer is a func(next) http.Handler in forward.go; none calls another
+// directly. Requests enter at the top. Responses the proxy generates
+// itself (refusals, no endpoint, upstream failures) are written by
+// errorWriter.write, in one place, and still pass back up through observe
+// so that they are counted.
+//
+// Below the listeners sits the HTTP/1 framing guard (h1guard): on HTTP/1
+// connections it has refused smuggling-shaped requests (CL+TE, bad chunking,
+// obs-fold, bare CR/LF, CONNECT, Host mismatch, header limits) before
+// net/http parsed them, so no layer here ever sees one.
+
+// outboundStack handles the local app's calls to other services.
+func (s *Sidecar) outboundStack() http.Handler {
+	ew := &errorWriter{log: s.log, metrics: s.m, direction: "outbound"}
+	var h http.Handler
+	// 5. Forward over the mesh hop: HTTP/2 to the chosen endpoint's inbound
+	//    listener (HTTP/1.1 for upgrades), via ReverseProxy.Rewrite, which
+	//    strips hop-by-hop and client-sent X-Forwarded-* before our rewrite.
+	h = s.forwardOutbound(ew)
+	// 4. Route: authority → service → endpoint (balancer). Unknown service
+	//    or no endpoint answers 503 no_healthy_upstream without forwarding.
+	h = s.route(ew, h)
+	// 3. Hygiene: the app may not set headers only the mesh sets
+	//    (x-mesh-epoch, x-mesh-error, …); request id kept or generated.
+	h = appHygiene(h)
+	// 2. Admit: refuse what no upstream may see (CONNECT, header count,
+	//    abusive HTTP/2 resets); before routing so nothing is spent on it.
+	h = s.admit(ew, h)
+	// 1. Observe: the exchange every layer shares; metrics on completion.
+	//    Outermost, so refusals below are measured too.
+	h = s.observe("outbound", h)
+	return h
+}
+
+// inboundStack handles calls from other sidecars to the local app.
+func (s *Sidecar) inboundStack() http.Handler {
+	ew := &errorWriter{log: s.log, metrics: s.m, direction: "inbound"}
+	var h http.Handler
+	// 4. Forward to the local app in the protocol it speaks (HTTP/1.1
+	//    keep-alive pool, or h2c for h2c and gRPC apps). The app's own
+	//    x-mesh-error is dropped from its responses: only the mesh sets it.
+	h = s.forwardInbound(ew)
+	// 3. Peer headers: read the caller's service for metrics, then remove
+	//    mesh-internal headers the app must not rely on (unauthenticated
+	//    until mutual TLS).
+	h = s.peerHygiene(h)
+	// 2. Admit: as outbound.
+	h = s.admit(ew, h)
+	// 1. Observe.
+	h = s.observe("inbound", h)
+	return h
+}
