@@ -118,9 +118,10 @@ func (s *Sidecar) handleConfigDump(w http.ResponseWriter, r *http.Request) {
 		source = "file:" + s.file + "+flags"
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
-		"generation": s.generation.Load(),
-		"loadedAt":   s.loadedAt.Load().(time.Time).UTC().Format(time.RFC3339Nano),
-		"bootstrap":  configPart{Version: partVersion(cfg), Source: source, Config: cfg},
+		"generation":      s.generation.Load(),
+		"lastReloadError": s.lastReloadErr.Load(),
+		"loadedAt":        s.loadedAt.Load().(time.Time).UTC().Format(time.RFC3339Nano),
+		"bootstrap":       configPart{Version: partVersion(cfg), Source: source, Config: cfg},
 		"static_upstreams": configPart{Version: partVersion(upstreams), Source: source,
 			Config: map[string]any{"upstreams": upstreams, "tcpOutbound": tcp}},
 	})

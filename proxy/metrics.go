@@ -25,6 +25,7 @@ type metrics struct {
 	upDials   *prometheus.CounterVec   // pool, result
 	h2Resets  prometheus.Counter       // connections closed for abusive stream resets
 	tcpActive *prometheus.GaugeVec     // direction
+	reloads   *prometheus.CounterVec   // result
 
 	sources labelSet // inbound source_service values seen
 }
@@ -67,10 +68,13 @@ func newMetrics() *metrics {
 		tcpActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mesh_tcp_active_connections", Help: "Open proxied TCP connections.",
 		}, []string{"direction"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_config_reloads_total", Help: "Configuration reloads (SIGHUP) by result.",
+		}, []string{"result"}),
 		sources: labelSet{max: 256},
 	}
 	reg.MustRegister(m.requests, m.duration, m.errors, m.rejected, m.active, m.accepted,
-		m.upConns, m.upDials, m.h2Resets, m.tcpActive)
+		m.upConns, m.upDials, m.h2Resets, m.tcpActive, m.reloads)
 	return m
 }
 

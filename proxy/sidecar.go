@@ -51,6 +51,7 @@ type Sidecar struct {
 	admin, health     *http.Server
 	adminLn, healthLn net.Listener
 	reloadMu          sync.Mutex
+	lastReloadErr     atomic.Value // string: why the last reload was refused, or ""
 }
 
 // Option adjusts a Sidecar at construction.
@@ -79,6 +80,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Sidecar, err
 	s.table.Store(buildTable(cfg, nil))
 	s.loadedAt.Store(time.Now())
 	s.generation.Store(1)
+	s.lastReloadErr.Store("")
 
 	lim := cfg.Limits
 	s.meshDialer = &dialer{pool: "mesh", timeout: lim.ConnectTimeout.Duration, m: s.m}
@@ -322,6 +324,14 @@ func (s *Sidecar) StartDrain() {
 // Quit starts a graceful shutdown, as SIGTERM does.
 func (s *Sidecar) Quit() { s.quitOnce.Do(func() { close(s.quit) }) }
 
+// ReloadFailed records a reload that was refused before reaching Reload
+// (the file did not load or validate); the running configuration stays.
+func (s *Sidecar) ReloadFailed(err error) {
+	s.m.reloads.WithLabelValues("error").Inc()
+	s.lastReloadErr.Store(err.Error())
+	s.log.Error("reload refused; keeping the running configuration", "error", err)
+}
+
 // Reload applies a new configuration: the routing table is rebuilt off the
 // request path and swapped atomically; requests in flight finish on the
 // table they started with. Settings that need new listeners or
@@ -329,6 +339,7 @@ func (s *Sidecar) Quit() { s.quitOnce.Do(func() { close(s.quit) }) }
 // restart.
 func (s *Sidecar) Reload(next *config.Config) error {
 	if err := next.Validate(); err != nil {
+		s.ReloadFailed(err)
 		return err
 	}
 	s.reloadMu.Lock()
@@ -360,6 +371,8 @@ func (s *Sidecar) Reload(next *config.Config) error {
 	s.cfg.Store(&applied)
 	s.loadedAt.Store(time.Now())
 	gen := s.generation.Add(1)
+	s.m.reloads.WithLabelValues("ok").Inc()
+	s.lastReloadErr.Store("")
 	s.log.Info("configuration reloaded", "generation", gen, "services", s.table.Load().Names())
 	return nil
 }

@@ -71,12 +71,11 @@ func run(args []string, env func(string) (string, bool), stdout, stderr io.Write
 		for range hup {
 			next, err := loaded.Reload()
 			if err != nil {
-				logger.Error("reload refused; keeping the running configuration", "error", err)
+				s.ReloadFailed(err)
 				continue
 			}
 			if err := s.Reload(next); err != nil {
-				logger.Error("reload refused; keeping the running configuration", "error", err)
-				continue
+				continue // recorded and logged by Reload
 			}
 			level.Set(parseLevel(next.Log.Level))
 		}
