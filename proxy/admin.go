@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"runtime"
 	"runtime/debug"
 	"time"
@@ -29,6 +30,11 @@ func (s *Sidecar) adminMux() *http.ServeMux {
 	mux.HandleFunc("GET /server_info", s.handleServerInfo)
 	mux.HandleFunc("GET /config_dump", s.handleConfigDump)
 	mux.HandleFunc("GET /clusters", s.handleClusters)
+	// Go profiling (CPU, heap, goroutines), on the loopback admin port only.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, r *http.Request) {
 		s.StartDrain()
 		writeJSON(w, http.StatusOK, map[string]string{"state": "draining"})

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -697,4 +698,39 @@ func grepLines(s, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestExpectContinue sends a body behind Expect: 100-continue across the
+// mesh: the client gets 100 Continue, sends the body, and the app gets it
+// whole.
+func TestExpectContinue(t *testing.T) {
+	app := startApp(t, echoserver.Handler("echo-1"))
+	m := startMesh(t, "echo", app, config.ProtocolHTTP1)
+	c := h1Client()
+	c.Transport.(*http.Transport).ExpectContinueTimeout = 5 * time.Second // wait for the 100, never send early
+	body := strings.Repeat("x", 100<<10)
+	req, _ := http.NewRequestWithContext(testContext(t, 10*time.Second), "PUT", "http://"+m.client.addr("outbound")+"/upload", strings.NewReader(body))
+	req.Host = "echo"
+	req.Header.Set("Expect", "100-continue")
+	got100 := make(chan struct{}, 1)
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		Got100Continue: func() { got100 <- struct{}{} },
+	}))
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got echoserver.EchoResponse
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || got.BodyBytes != int64(len(body)) {
+		t.Fatalf("status %d, app got %d bytes; want 200 and %d", resp.StatusCode, got.BodyBytes, len(body))
+	}
+	select {
+	case <-got100:
+	default:
+		t.Error("the client never received 100 Continue")
+	}
 }
