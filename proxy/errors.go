@@ -125,7 +125,10 @@ func (ew *errorWriter) write(w http.ResponseWriter, r *http.Request, e *Error) {
 		delete(h, k)
 	}
 	h.Set(HeaderError, e.Code)
-	if e.Close && r.ProtoMajor == 1 {
+	// A refused upgrade closes too: the HTTP/1 guard stopped parsing the
+	// connection after the upgrade request, so no further request on it
+	// may be read.
+	if r.ProtoMajor == 1 && (e.Close || isUpgrade(r)) {
 		h.Set("Connection", "close")
 	}
 	if isGRPC(r) {
@@ -159,6 +162,7 @@ var (
 	errConnect       = errors.New("CONNECT is not supported")
 	errTooManyFields = errors.New("too many header fields")
 	errNoAuthority   = errors.New("the authority (Host) does not name a service")
+	errH2Refused     = errors.New("NUL in the path or '_' in a header name")
 )
 
 func errUnknownService(name string) error {

@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/causeway-mesh/causeway/proxy/cluster"
@@ -63,24 +65,35 @@ func (ex *exchange) Unwrap() http.ResponseWriter { return ex.ResponseWriter }
 // recordingBody remembers the first error reading the client's body, so a
 // forwarding failure caused by the client (a malformed or truncated body)
 // is answered as the client's fault and never retried.
+//
+// The transport reads the body on its own goroutine while the error
+// handler runs on the handler's, hence the atomic.
 type recordingBody struct {
 	io.ReadCloser
-	err error
+	err atomic.Pointer[error]
 }
 
 func (b *recordingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF && b.err == nil {
-		b.err = err
+	if err != nil && !errors.Is(err, io.EOF) {
+		b.err.CompareAndSwap(nil, &err)
 	}
 	return n, err
 }
 
-func (ex *exchange) bodyErr() error {
-	if ex.body == nil {
-		return nil
+// bodyErr returns the client's body error, if reading it failed. A body
+// the HTTP/1 guard refused counts even if the transport has not reported
+// its read yet.
+func (ex *exchange) bodyErr(ctx context.Context) error {
+	if ex.body != nil {
+		if e := ex.body.err.Load(); e != nil {
+			return *e
+		}
 	}
-	return ex.body.err
+	if g := guardFrom(ctx); g != nil && g.Refused() {
+		return errMalformedBody
+	}
+	return nil
 }
 
 // guardFrom returns the HTTP/1 framing guard of the request's connection.
@@ -90,3 +103,5 @@ func guardFrom(ctx context.Context) *h1guard.Conn {
 }
 
 type guardKey struct{}
+
+var errMalformedBody = errors.New("the request body is malformed")

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 	"sync"
 	"time"
 )
@@ -16,9 +17,6 @@ import (
 func (s *Sidecar) observe(direction string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ex := &exchange{ResponseWriter: w, start: time.Now()}
-		if g := guardFrom(r.Context()); g != nil {
-			g.BeginRequest()
-		}
 		r = r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex))
 		if s.draining.Load() && r.ProtoMajor == 1 {
 			// Tell keep-alive clients to move to another instance.
@@ -40,9 +38,10 @@ func (s *Sidecar) observe(direction string, next http.Handler) http.Handler {
 
 // admit refuses requests that must not be forwarded and were not already
 // refused by the HTTP/1 guard: CONNECT over HTTP/2, too many header
-// fields, and streams of an HTTP/2 connection that resets them abusively.
-func (s *Sidecar) admit(ew *errorWriter, next http.Handler) http.Handler {
-	maxFields := s.cfg.Load().Limits.MaxHeaderCount
+// fields, over HTTP/2 what the guard refuses on HTTP/1 (NUL in the path,
+// '_' in header names), and streams of an HTTP/2 connection that resets
+// them abusively. maxFields is the header-field limit of this direction.
+func (s *Sidecar) admit(ew *errorWriter, maxFields int, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor == 2 {
 			if hc := h2ConnFrom(r.Context()); hc != nil {
@@ -57,6 +56,8 @@ func (s *Sidecar) admit(ew *errorWriter, next http.Handler) http.Handler {
 			ew.write(w, r, ErrProtocolNotAllowed.with(errConnect))
 		case headerFieldCount(r.Header)+headerFieldCount(r.Trailer) > maxFields:
 			ew.write(w, r, ErrHeadersTooLarge.with(errTooManyFields))
+		case r.ProtoMajor == 2 && (strings.Contains(r.URL.EscapedPath(), "%00") || underscoreInNames(r.Header)):
+			ew.write(w, r, ErrBadRequest.with(errH2Refused))
 		default:
 			next.ServeHTTP(w, r)
 		}
@@ -193,7 +194,7 @@ func (s *Sidecar) reverseProxy(ew *errorWriter, rt http.RoundTripper) *httputil.
 		ErrorLog:      log.New(slogWriter{s.log}, "", 0),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			ex := exchangeFrom(r.Context())
-			if e := classify(r, err, ex.bodyErr()); e != nil {
+			if e := classify(r, err, ex.bodyErr(r.Context())); e != nil {
 				ew.write(w, r, e)
 			}
 		},

@@ -79,6 +79,24 @@ func newRequestID() string {
 	return string(s[:])
 }
 
+// underscoreInNames reports whether a header name contains '_', which the
+// mesh refuses (a name that some servers read as its '-' twin, such as
+// X_Forwarded_For, can smuggle a header past a filter).
+func underscoreInNames(h http.Header) bool {
+	for k := range h {
+		if strings.IndexByte(k, '_') >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// meshHeaderAllowance is how many header fields the mesh itself may add on
+// the way to a peer (request id, forwarded-for/host/proto, source, and the
+// trace, clock and fencing headers later issues add); the inbound side
+// allows them on top of the limit the outbound side enforced.
+const meshHeaderAllowance = 16
+
 // headerFieldCount counts header field lines as a client would send them.
 func headerFieldCount(h http.Header) int {
 	n := 0

@@ -105,7 +105,9 @@ func (l *httpListener) serve() error {
 		c, err := l.ln.Accept()
 		if err != nil {
 			_ = l.h1Conn.Close()
-			<-errc
+			if serveErr := <-errc; serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) && !errors.Is(serveErr, net.ErrClosed) {
+				return serveErr
+			}
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}

@@ -129,9 +129,9 @@ func (s *Sidecar) Listen() (err error) {
 	}
 	errLog := log.New(slogWriter{s.log}, "", 0)
 	lim := cfg.Limits
-	opts := func(name string) listenerOptions {
+	opts := func(name string, maxFields int) listenerOptions {
 		return listenerOptions{name: name, maxConns: lim.MaxConnections, maxHeaderBytes: lim.MaxHeaderBytes,
-			maxHeaderCount: lim.MaxHeaderCount, readHeaderTimeout: lim.ReadHeaderTimeout.Duration,
+			maxHeaderCount: maxFields, readHeaderTimeout: lim.ReadHeaderTimeout.Duration,
 			idleTimeout: lim.IdleTimeout.Duration, maxStreams: lim.MaxConcurrentStreams}
 	}
 
@@ -145,13 +145,13 @@ func (s *Sidecar) Listen() (err error) {
 			dial:   &dialer{pool: "app", timeout: lim.ConnectTimeout.Duration, m: s.m},
 			target: func() (string, error) { return app, nil }})
 	} else {
-		s.inbound = newHTTPListener(inLn, s.inboundStack(), opts("inbound"), s.m, errLog, s.log)
+		s.inbound = newHTTPListener(inLn, s.inboundStack(), opts("inbound", lim.MaxHeaderCount+meshHeaderAllowance), s.m, errLog, s.log)
 	}
 	outLn, err := listen("outbound", cfg.Listeners.Outbound)
 	if err != nil {
 		return err
 	}
-	s.outbound = newHTTPListener(outLn, s.outboundStack(), opts("outbound"), s.m, errLog, s.log)
+	s.outbound = newHTTPListener(outLn, s.outboundStack(), opts("outbound", lim.MaxHeaderCount), s.m, errLog, s.log)
 	for i, r := range cfg.TCPOutbound {
 		ln, err := listen(fmt.Sprintf("tcpOutbound[%d]", i), r.Listen)
 		if err != nil {

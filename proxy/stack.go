@@ -31,7 +31,7 @@ func (s *Sidecar) outboundStack() http.Handler {
 	h = appHygiene(h)
 	// 2. Admit: refuse what no upstream may see (CONNECT, header count,
 	//    abusive HTTP/2 resets); before routing so nothing is spent on it.
-	h = s.admit(ew, h)
+	h = s.admit(ew, s.cfg.Load().Limits.MaxHeaderCount, h)
 	// 1. Observe: the exchange every layer shares; metrics on completion.
 	//    Outermost, so refusals below are measured too.
 	h = s.observe("outbound", h)
@@ -50,8 +50,8 @@ func (s *Sidecar) inboundStack() http.Handler {
 	//    mesh-internal headers the app must not rely on (unauthenticated
 	//    until mutual TLS).
 	h = s.peerHygiene(h)
-	// 2. Admit: as outbound.
-	h = s.admit(ew, h)
+	// 2. Admit: as outbound, allowing the headers the calling sidecar added.
+	h = s.admit(ew, s.cfg.Load().Limits.MaxHeaderCount+meshHeaderAllowance, h)
 	// 1. Observe.
 	h = s.observe("inbound", h)
 	return h

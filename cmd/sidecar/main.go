@@ -94,6 +94,9 @@ func validate(args []string, stderr, stdout io.Writer) int {
 	fs.SetOutput(stderr)
 	file := fs.String("config", "", "configuration file to check (required)")
 	if err := fs.Parse(args); err != nil {
+		if !errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprintln(stderr, "sidecar validate:", err)
+		}
 		return 2
 	}
 	if *file == "" {
@@ -131,6 +134,9 @@ func healthcheck(args []string, env func(string) (string, bool), stderr io.Write
 	addr := fs.String("health", def, "the sidecar's health listener")
 	timeout := fs.Duration("timeout", 2*time.Second, "give up after this long")
 	if err := fs.Parse(args); err != nil {
+		if !errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprintln(stderr, "sidecar healthcheck:", err)
+		}
 		return 2
 	}
 	host, port, err := net.SplitHostPort(*addr)

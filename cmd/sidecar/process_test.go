@@ -39,7 +39,7 @@ func sidecarBinary(t *testing.T) string {
 		binPath = filepath.Join(dir, "sidecar")
 		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	})
 	if buildErr != nil {

@@ -1,10 +1,13 @@
 package config
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -21,10 +24,110 @@ func EnvName(flag string) string {
 }
 
 // Decode parses YAML (or JSON) strictly into cfg, over the values cfg
-// already holds: an unknown or duplicate key is an error.
+// already holds: an unknown, misspelt (wrong case included) or duplicate
+// key, a value of the wrong type, or a second YAML document is an error.
 func Decode(data []byte, cfg *Config) error {
-	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
+	if err := singleDocument(data); err != nil {
+		return fmt.Errorf("decode: %w", err)
+	}
+	js, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
 		return fmt.Errorf("decode: %w", cleanYAMLError(err))
+	}
+	var raw any
+	if err := json.Unmarshal(js, &raw); err != nil {
+		return fmt.Errorf("decode: %w", err)
+	}
+	if err := checkKeys(raw, reflect.TypeFor[Config](), ""); err != nil {
+		return fmt.Errorf("decode: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(cfg); err != nil {
+		return fmt.Errorf("decode: %w", cleanYAMLError(err))
+	}
+	return nil
+}
+
+// singleDocument refuses a stream with more than one YAML document: the
+// decoder would silently ignore all but the first.
+func singleDocument(data []byte) error {
+	content := false
+	for _, line := range strings.Split(string(data), "\n") {
+		t := strings.TrimRight(line, " \t\r")
+		switch {
+		case t == "---" || strings.HasPrefix(t, "--- "):
+			if content {
+				return errors.New("more than one YAML document; a configuration file holds exactly one")
+			}
+		case t == "" || strings.HasPrefix(strings.TrimSpace(t), "#"):
+		default:
+			content = true
+		}
+	}
+	return nil
+}
+
+// checkKeys walks decoded YAML against the Go type and refuses any key that
+// is not exactly a field's name. encoding/json alone matches names without
+// regard to case, so "Service" and "service" would both be accepted and one
+// silently dropped.
+func checkKeys(v any, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Implements(reflect.TypeFor[json.Unmarshaler]()) || reflect.PointerTo(t).Implements(reflect.TypeFor[json.Unmarshaler]()) {
+		return nil
+	}
+	join := func(k string) string {
+		if path == "" {
+			return k
+		}
+		return path + "." + k
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil // a type mismatch; the decoder reports it
+		}
+		fields := map[string]reflect.Type{}
+		for f := range t.Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name != "" && name != "-" {
+				fields[name] = f.Type
+			}
+		}
+		for _, k := range sortedKeys(m) {
+			ft, ok := fields[k]
+			if !ok {
+				for name := range fields {
+					if strings.EqualFold(name, k) {
+						return fmt.Errorf("%s: unknown field (did you mean %q?)", join(k), name)
+					}
+				}
+				return fmt.Errorf("%s: unknown field", join(k))
+			}
+			if err := checkKeys(m[k], ft, join(k)); err != nil {
+				return err
+			}
+		}
+	case reflect.Map:
+		if m, ok := v.(map[string]any); ok {
+			for _, k := range sortedKeys(m) {
+				if err := checkKeys(m[k], t.Elem(), join(k)); err != nil {
+					return err
+				}
+			}
+		}
+	case reflect.Slice:
+		if s, ok := v.([]any); ok {
+			for i, e := range s {
+				if err := checkKeys(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return nil
 }

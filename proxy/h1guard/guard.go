@@ -47,6 +47,7 @@ type Limits struct {
 type RequestError struct {
 	Status int    // 400 or 431
 	Reason string // short, safe to show to the client
+	req    int64  // which request on the connection (1-based)
 }
 
 func (e *RequestError) Error() string { return "malformed request: " + e.Reason }
@@ -60,13 +61,20 @@ func IsRequestError(err error) bool {
 
 // Conn wraps a server-side connection. Its Read feeds the framing tracker;
 // net/http's server is its only reader (one Read at a time).
+//
+// A refusal is written only while no request is being handled on the
+// connection (every head released to net/http has been answered), so it
+// never interleaves with a response; anything net/http writes after it is
+// dropped, so the client gets exactly one answer.
 type Conn struct {
 	net.Conn
 
 	t        tracker
 	verdict  *RequestError // sticky once set
 	opaque   atomic.Bool   // after a protocol upgrade: stop checking
-	inFlight atomic.Bool   // a request is being handled; the conn is not idle
+	heads    atomic.Int64  // request heads released to net/http
+	answered atomic.Int64  // requests net/http has finished (Idle calls)
+	refused  atomic.Bool   // our refusal has been written
 	respond  sync.Once
 	// OnReject, if set, is called once when a request is refused.
 	OnReject func(*RequestError)
@@ -89,42 +97,59 @@ func (g *Conn) readError() error {
 
 // Read implements net.Conn.
 func (g *Conn) Read(p []byte) (int, error) {
-	if g.verdict != nil {
-		g.maybeRespond()
-		return 0, g.readError()
-	}
-	n, err := g.Conn.Read(p)
-	if n > 0 && !g.opaque.Load() {
-		if safe, bad := g.t.feed(p[:n]); bad != nil {
-			g.verdict = bad
-			if g.OnReject != nil {
-				g.OnReject(bad)
-			}
-			if safe > 0 {
-				return safe, nil // the rest of this request is withheld
-			}
-			g.maybeRespond()
-			return 0, g.readError()
+	if g.verdict == nil {
+		n, err := g.Conn.Read(p)
+		if n == 0 || g.opaque.Load() {
+			return n, err
+		}
+		safe, bad := g.t.feed(p[:n])
+		g.heads.Store(int64(g.t.heads))
+		if bad == nil {
+			return n, err
+		}
+		g.verdict = bad
+		if g.OnReject != nil {
+			g.OnReject(bad)
+		}
+		if safe > 0 {
+			return safe, nil // the rest of this request is withheld
 		}
 	}
-	return n, err
+	return g.refuse()
 }
 
-// maybeRespond writes the refusal once, but only while no request is being
-// handled on this connection, so it never interleaves with a response.
-// While a handler runs, the next Read (by net/http's reader once the
-// connection is idle again) gets here again.
-func (g *Conn) maybeRespond() {
-	if g.inFlight.Load() {
-		return
+// refuse answers a Read once a request has been found malformed.
+func (g *Conn) refuse() (int, error) {
+	inFlight := g.heads.Load() > g.answered.Load()
+	switch {
+	case inFlight && g.verdict.req <= g.heads.Load():
+		// The malformed part is the body of the request being handled: its
+		// handler's body read fails, so the request is aborted upstream.
+		return 0, g.readError()
+	case inFlight:
+		// A later request is malformed while an earlier one is still being
+		// answered (pipelining). Report nothing yet; net/http's background
+		// read just ends, and the next read after the answer refuses.
+		return 0, nil
 	}
 	g.respond.Do(func() {
 		v := g.verdict
-		text := http1StatusText(v.Status)
 		body := "bad request: " + v.Reason + "\n"
 		fmt.Fprintf(g.Conn, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nX-Mesh-Error: bad_request\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
-			v.Status, text, len(body), body)
+			v.Status, http1StatusText(v.Status), len(body), body)
+		g.refused.Store(true)
 	})
+	return 0, g.readError()
+}
+
+// Write implements net.Conn. After the refusal has been written, net/http
+// may still react to the partial request it holds (bufio returns a partial
+// last line as a line); that second answer is dropped.
+func (g *Conn) Write(p []byte) (int, error) {
+	if g.refused.Load() {
+		return len(p), nil
+	}
+	return g.Conn.Write(p)
 }
 
 func http1StatusText(code int) string {
@@ -134,13 +159,14 @@ func http1StatusText(code int) string {
 	return "Bad Request"
 }
 
-// BeginRequest marks that a handler is running for a request on this
-// connection. Call it at the start of every handler.
-func (g *Conn) BeginRequest() { g.inFlight.Store(true) }
+// Idle records that net/http has finished a request and is reading the next
+// one (wire it to http.Server.ConnState's StateIdle).
+func (g *Conn) Idle() { g.answered.Add(1) }
 
-// Idle marks that the previous response has been flushed and the server is
-// reading the next request (wire it to http.Server.ConnState's StateIdle).
-func (g *Conn) Idle() { g.inFlight.Store(false) }
+// Refused reports whether a request on this connection was found
+// malformed. A handler whose forwarding failed uses it to answer 400
+// rather than treat the failure as the upstream's.
+func (g *Conn) Refused() bool { return g.verdict != nil && g.verdict.req <= g.heads.Load() }
 
 // Opaque stops checking: the connection now carries an upgraded protocol
 // (for example WebSocket after 101 Switching Protocols).
@@ -180,12 +206,15 @@ type tracker struct {
 	transferEnc []string
 	connection  []string
 	upgrade     string
+	upgrades    int
 	upgraded    bool // the request asked for a protocol upgrade: after it, bytes are opaque
+
+	heads int // complete, valid request heads seen on the connection
 }
 
 // reset prepares for the next request, keeping allocated buffers.
 func (t *tracker) reset() {
-	*t = tracker{lim: t.lim, line: t.line[:0], hosts: t.hosts[:0], contentLens: t.contentLens[:0],
+	*t = tracker{lim: t.lim, heads: t.heads, line: t.line[:0], hosts: t.hosts[:0], contentLens: t.contentLens[:0],
 		transferEnc: t.transferEnc[:0], connection: t.connection[:0]}
 	t.state = sRequestLine
 }
@@ -200,6 +229,19 @@ const maxChunkLine = 1024
 // handed to net/http and a non-nil error if the request being read is
 // malformed: then p[safe:] must be withheld.
 func (t *tracker) feed(p []byte) (safe int, err *RequestError) {
+	safe, err = t.scan(p)
+	if err != nil {
+		// Which request is malformed: the one whose head is being read, or
+		// the one whose body or trailers are.
+		err.req = int64(t.heads)
+		if t.state == sRequestLine || t.state == sHeaders {
+			err.req++
+		}
+	}
+	return safe, err
+}
+
+func (t *tracker) scan(p []byte) (safe int, err *RequestError) {
 	i := 0
 	for i < len(p) {
 		switch t.state {
@@ -281,7 +323,11 @@ func (t *tracker) endLine() *RequestError {
 		return t.requestLine(line)
 	case sHeaders:
 		if len(line) == 0 {
-			return t.endHead()
+			if e := t.endHead(); e != nil {
+				return e
+			}
+			t.heads++
+			return nil
 		}
 		return t.headerLine(line)
 	case sChunkSize:
@@ -363,6 +409,7 @@ func (t *tracker) headerLine(line []byte) *RequestError {
 		t.connection = append(t.connection, value)
 	case strings.EqualFold(name, "upgrade"):
 		t.upgrade = value
+		t.upgrades++
 	}
 	return nil
 }
@@ -401,6 +448,9 @@ func (t *tracker) endHead() *RequestError {
 	}
 	if e := t.checkAbsoluteForm(); e != nil {
 		return e
+	}
+	if t.upgrades > 1 {
+		return bad("duplicate Upgrade")
 	}
 	if hasToken(t.connection, "upgrade") && t.upgrade != "" {
 		if strings.Contains(strings.ToLower(t.upgrade), "h2c") {
