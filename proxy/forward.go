@@ -188,9 +188,12 @@ func (s *Sidecar) reverseProxy(ew *errorWriter, rt http.RoundTripper) *httputil.
 	return &httputil.ReverseProxy{
 		Transport:  rt,
 		BufferPool: bufferPool{},
-		// Streaming responses (no Content-Length, SSE, gRPC) are flushed at
-		// once by ReverseProxy; others are flushed when complete.
-		FlushInterval: 0,
+		// Every chunk read from upstream is written on at once, whatever the
+		// response's framing: a proxy that holds the tail of a chunk until
+		// more arrives stalls a client that waits for it (the upstream may be
+		// waiting for the client in turn). For small responses this costs no
+		// extra write: the body goes out with the headers.
+		FlushInterval: -1,
 		ErrorLog:      log.New(slogWriter{s.log}, "", 0),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			ex := exchangeFrom(r.Context())

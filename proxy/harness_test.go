@@ -49,7 +49,7 @@ type runningSidecar struct {
 func (r *runningSidecar) addr(name string) string { return r.Addrs()[name] }
 
 // stop shuts the sidecar down and returns Serve's result.
-func (r *runningSidecar) stop(t *testing.T) error {
+func (r *runningSidecar) stop(t testing.TB) error {
 	t.Helper()
 	r.cancel()
 	select {
@@ -62,7 +62,7 @@ func (r *runningSidecar) stop(t *testing.T) error {
 }
 
 // startSidecar builds, binds and serves cfg until the test ends.
-func startSidecar(t *testing.T, cfg *config.Config) *runningSidecar {
+func startSidecar(t testing.TB, cfg *config.Config) *runningSidecar {
 	t.Helper()
 	s, err := New(cfg, testLogger())
 	if err != nil {
@@ -87,7 +87,7 @@ func startSidecar(t *testing.T, cfg *config.Config) *runningSidecar {
 }
 
 // startApp serves h (HTTP/1.1 and h2c) on 127.0.0.1:0 until the test ends.
-func startApp(t *testing.T, h http.Handler) string {
+func startApp(t testing.TB, h http.Handler) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -114,7 +114,7 @@ type mesh struct {
 
 // startMesh fronts app (speaking proto) with a sidecar for service and
 // starts a client sidecar that routes service to it.
-func startMesh(t *testing.T, service, app string, proto config.Protocol) *mesh {
+func startMesh(t testing.TB, service, app string, proto config.Protocol) *mesh {
 	t.Helper()
 	server := startSidecar(t, testConfig(service, app, proto))
 	ccfg := testConfig("client", "127.0.0.1:1", config.ProtocolHTTP1)
@@ -124,7 +124,7 @@ func startMesh(t *testing.T, service, app string, proto config.Protocol) *mesh {
 }
 
 // waitFor polls cond every 10ms until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -138,7 +138,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 }
 
 // testContext is a context bounded by d that ends with the test.
-func testContext(t *testing.T, d time.Duration) context.Context {
+func testContext(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx

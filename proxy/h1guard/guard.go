@@ -398,43 +398,52 @@ func (t *tracker) headerLine(line []byte) *RequestError {
 	if e != nil {
 		return e
 	}
+	// Only the fields that decide framing and routing are kept, as strings.
 	switch {
-	case strings.EqualFold(name, "host"):
-		t.hosts = append(t.hosts, value)
-	case strings.EqualFold(name, "content-length"):
-		t.contentLens = append(t.contentLens, value)
-	case strings.EqualFold(name, "transfer-encoding"):
-		t.transferEnc = append(t.transferEnc, value)
-	case strings.EqualFold(name, "connection"):
-		t.connection = append(t.connection, value)
-	case strings.EqualFold(name, "upgrade"):
-		t.upgrade = value
+	case bytes.EqualFold(name, hostName):
+		t.hosts = append(t.hosts, string(value))
+	case bytes.EqualFold(name, contentLengthName):
+		t.contentLens = append(t.contentLens, string(value))
+	case bytes.EqualFold(name, transferEncodingName):
+		t.transferEnc = append(t.transferEnc, string(value))
+	case bytes.EqualFold(name, connectionName):
+		t.connection = append(t.connection, string(value))
+	case bytes.EqualFold(name, upgradeName):
+		t.upgrade = string(value)
 		t.upgrades++
 	}
 	return nil
 }
 
+var (
+	hostName             = []byte("host")
+	contentLengthName    = []byte("content-length")
+	transferEncodingName = []byte("transfer-encoding")
+	connectionName       = []byte("connection")
+	upgradeName          = []byte("upgrade")
+)
+
 // splitField checks a header or trailer field line and returns its name
-// and trimmed value.
-func splitField(line []byte) (string, string, *RequestError) {
+// and trimmed value (slices of line, valid until the next line).
+func splitField(line []byte) ([]byte, []byte, *RequestError) {
 	name, value, ok := bytes.Cut(line, []byte{':'})
 	if !ok {
-		return "", "", bad("header line without a colon")
+		return nil, nil, bad("header line without a colon")
 	}
 	if len(name) == 0 {
-		return "", "", bad("empty header name")
+		return nil, nil, bad("empty header name")
 	}
 	for _, c := range name {
 		if !isTokenChar(c) || c == '_' {
-			return "", "", bad("invalid header name")
+			return nil, nil, bad("invalid header name")
 		}
 	}
 	for _, c := range value {
 		if (c < ' ' && c != '\t') || c == 0x7f {
-			return "", "", bad("control character in header value")
+			return nil, nil, bad("control character in header value")
 		}
 	}
-	return string(name), strings.Trim(string(value), " \t"), nil
+	return name, bytes.Trim(value, " \t"), nil
 }
 
 // endHead decides the body framing once the header block is complete, and
