@@ -378,7 +378,7 @@ start_sidecar() { # NAME SERVICE APP IN OUT ADMIN HEALTH [--upstream ...]
 		--app "$app" --app-protocol http1 \
 		--inbound "127.0.0.1:$in" --outbound "127.0.0.1:$out" \
 		--admin "127.0.0.1:$admin" --health "127.0.0.1:$health" \
-		--log-level warn "$@"
+		--gossip off --log-level warn "$@"
 }
 
 # Per config: URL, Host header, processes whose CPU/RSS count as "proxy".

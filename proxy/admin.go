@@ -30,6 +30,7 @@ func (s *Sidecar) adminMux() *http.ServeMux {
 	mux.HandleFunc("GET /server_info", s.handleServerInfo)
 	mux.HandleFunc("GET /config_dump", s.handleConfigDump)
 	mux.HandleFunc("GET /clusters", s.handleClusters)
+	mux.HandleFunc("GET /members", s.handleMembers)
 	// Go profiling (CPU, heap, goroutines), on the loopback admin port only.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
@@ -53,6 +54,8 @@ func (s *Sidecar) readiness() string {
 		return "draining"
 	case !s.serving.Load():
 		return "listeners not started"
+	case s.agent != nil && !s.agent.Joined():
+		return "gossip join pending (retrying the seeds)"
 	}
 	return ""
 }

@@ -188,12 +188,14 @@ func (s *Sidecar) reverseProxy(ew *errorWriter, rt http.RoundTripper) *httputil.
 	return &httputil.ReverseProxy{
 		Transport:  rt,
 		BufferPool: bufferPool{},
-		// Every chunk read from upstream is written on at once, whatever the
-		// response's framing: a proxy that holds the tail of a chunk until
-		// more arrives stalls a client that waits for it (the upstream may be
-		// waiting for the client in turn). For small responses this costs no
-		// extra write: the body goes out with the headers.
-		FlushInterval: -1,
+		// Responses without a Content-Length (streams, gRPC, SSE) are
+		// flushed after every read by ReverseProxy itself. Others are flushed
+		// at least every millisecond, so the tail of a chunk never waits for
+		// more data (a client may be waiting for it while the upstream waits
+		// for the client). Flushing after every write instead cost an extra
+		// frame and wakeup per HTTP/2 response: mesh-hop p50 at 1,000 rps
+		// rose from 368 µs to 433-511 µs in `make bench`.
+		FlushInterval: time.Millisecond,
 		ErrorLog:      log.New(slogWriter{s.log}, "", 0),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			ex := exchangeFrom(r.Context())

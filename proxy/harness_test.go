@@ -25,6 +25,7 @@ func testConfig(service, app string, proto config.Protocol) *config.Config {
 	cfg.Listeners = config.Listeners{
 		Inbound: "127.0.0.1:0", Outbound: "127.0.0.1:0", Admin: "127.0.0.1:0", Health: "127.0.0.1:0",
 	}
+	cfg.Gossip.Bind = config.GossipOff // tests that gossip set their own
 	cfg.Drain.Period.Duration = 0
 	cfg.Drain.Timeout.Duration = 5 * time.Second
 	return &cfg

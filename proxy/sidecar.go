@@ -15,6 +15,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
+	"github.com/causeway-mesh/causeway/discovery"
 	"github.com/causeway-mesh/causeway/proxy/cluster"
 	"github.com/causeway-mesh/causeway/proxy/config"
 )
@@ -51,11 +54,21 @@ type Sidecar struct {
 	admin, health     *http.Server
 	adminLn, healthLn net.Listener
 	reloadMu          sync.Mutex
-	lastReloadErr     atomic.Value // string: why the last reload was refused, or ""
+
+	// Membership (nil agent: gossip off).
+	agent           *discovery.Agent
+	discovered      atomic.Pointer[discovery.Snapshot]
+	gossipTransport memberlist.NodeAwareTransport // tests inject faults
+	lastReloadErr   atomic.Value                  // string: why the last reload was refused, or ""
 }
 
 // Option adjusts a Sidecar at construction.
 type Option func(*Sidecar)
+
+// WithGossipTransport replaces the gossip network transport (tests).
+func WithGossipTransport(t memberlist.NodeAwareTransport) Option {
+	return func(s *Sidecar) { s.gossipTransport = t }
+}
 
 // WithConfigFile records the file the configuration came from (shown in
 // /config_dump).
@@ -77,7 +90,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Sidecar, err
 		o(s)
 	}
 	s.cfg.Store(cfg)
-	s.table.Store(buildTable(cfg, nil))
+	s.table.Store(buildTable(cfg, nil, nil))
 	s.loadedAt.Store(time.Now())
 	s.generation.Store(1)
 	s.lastReloadErr.Store("")
@@ -96,15 +109,6 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Sidecar, err
 		s.appTransport = h1
 	}
 	return s, nil
-}
-
-// buildTable turns the static upstreams into a routing table.
-func buildTable(cfg *config.Config, prev *cluster.Table) *cluster.Table {
-	specs := make([]cluster.Spec, 0, len(cfg.Upstreams))
-	for name, u := range cfg.Upstreams {
-		specs = append(specs, cluster.Spec{Name: name, Policy: cluster.Policy(cfg.EffectiveLB(name)), Endpoints: u.Endpoints})
-	}
-	return cluster.Build(specs, prev)
 }
 
 // Listen binds every listener. After it returns nil, Addrs reports the
@@ -182,6 +186,12 @@ func (s *Sidecar) Listen() (err error) {
 	for _, p := range s.tcp {
 		p.conns = map[net.Conn]struct{}{}
 	}
+	if cfg.Gossip.Enabled() {
+		if err := s.startAgent(); err != nil {
+			return fmt.Errorf("gossip: %w", err)
+		}
+		s.registerGossipMetrics()
+	}
 	return nil
 }
 
@@ -245,7 +255,16 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 	}
 	run("admin", func() error { return s.admin.Serve(s.adminLn) })
 	run("health", func() error { return s.health.Serve(s.healthLn) })
+	agentCtx, stopAgent := context.WithCancel(context.Background())
+	defer stopAgent()
+	agentDone := make(chan struct{})
+	if s.agent != nil {
+		go s.runAgent(agentCtx, agentDone)
+	} else {
+		close(agentDone)
+	}
 	s.serving.Store(true)
+	s.setAdvertisedReady(true)
 	s.log.Info("sidecar serving", "node", cfg.NodeID, "listeners", s.Addrs(), "app", cfg.App, "appProtocol", cfg.AppProtocol)
 
 	var runErr error
@@ -290,6 +309,9 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 		shut(p.shutdown)
 	}
 	sw.Wait()
+	// Leave the gossip pool: every other member drops this one at once.
+	stopAgent()
+	<-agentDone
 	// Phase 3: the admin and health listeners go last, so /ready keeps
 	// answering 503 throughout the drain.
 	_ = s.health.Shutdown(sctx)
@@ -318,6 +340,9 @@ func (s *Sidecar) closeIdle() {
 func (s *Sidecar) StartDrain() {
 	if s.draining.CompareAndSwap(false, true) {
 		s.log.Info("draining: reporting not ready")
+		// Peers stop routing here within a gossip round or two, well
+		// inside the drain period.
+		s.setAdvertisedReady(false)
 	}
 }
 
@@ -361,13 +386,17 @@ func (s *Sidecar) Reload(next *config.Config) error {
 	if fmt.Sprint(next.TCPOutbound) != fmt.Sprint(cur.TCPOutbound) {
 		restart = append(restart, "tcpOutbound")
 	}
+	if fmt.Sprint(next.Gossip) != fmt.Sprint(cur.Gossip) || next.Zone != cur.Zone || next.AppVersion != cur.AppVersion || next.Weight != cur.Weight {
+		restart = append(restart, "gossip")
+	}
 	applied := *next
 	if len(restart) > 0 {
 		s.log.Warn("reload: these settings need a restart and keep their running values", "fields", restart)
 		applied.Service, applied.NodeID, applied.App, applied.AppProtocol = cur.Service, cur.NodeID, cur.App, cur.AppProtocol
 		applied.Listeners, applied.Limits, applied.TCPOutbound = cur.Listeners, cur.Limits, cur.TCPOutbound
+		applied.Gossip, applied.Zone, applied.AppVersion, applied.Weight = cur.Gossip, cur.Zone, cur.AppVersion, cur.Weight
 	}
-	s.table.Store(buildTable(&applied, s.table.Load()))
+	s.table.Store(buildTable(&applied, s.discovered.Load(), s.table.Load()))
 	s.cfg.Store(&applied)
 	s.loadedAt.Store(time.Now())
 	gen := s.generation.Add(1)

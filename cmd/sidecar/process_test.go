@@ -81,7 +81,7 @@ type sidecarProc struct {
 func startProc(t *testing.T, extra ...string) *sidecarProc {
 	t.Helper()
 	p := &sidecarProc{inbound: freeAddr(t), outbound: freeAddr(t), admin: freeAddr(t), health: freeAddr(t), exited: make(chan error, 1)}
-	args := append([]string{"--inbound", p.inbound, "--outbound", p.outbound, "--admin", p.admin, "--health", p.health}, extra...)
+	args := append([]string{"--inbound", p.inbound, "--outbound", p.outbound, "--admin", p.admin, "--health", p.health, "--gossip", "off"}, extra...)
 	p.cmd = exec.Command(sidecarBinary(t), args...)
 	logf, err := os.Create(filepath.Join(t.TempDir(), "sidecar.log"))
 	if err != nil {

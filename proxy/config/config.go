@@ -79,6 +79,17 @@ type Config struct {
 	// a connection accepted on Listen is spliced to an endpoint of Service.
 	TCPOutbound []TCPRoute `json:"tcpOutbound,omitempty"`
 
+	// Gossip makes this sidecar a member of the mesh's SWIM pool, which
+	// discovers every service's endpoints.
+	Gossip Gossip `json:"gossip"`
+
+	// Zone, AppVersion and Weight are advertised to the mesh with this
+	// instance (locality, version for canaries, relative traffic share).
+	Zone       string `json:"zone,omitempty"`
+	AppVersion string `json:"appVersion,omitempty"`
+	// Weight is this instance's relative share of traffic. Default 1.
+	Weight uint32 `json:"weight"`
+
 	// Limits bound what a client may make the sidecar hold.
 	Limits Limits `json:"limits"`
 
@@ -100,6 +111,40 @@ type Listeners struct {
 	// Health serves read-only /ready, /live and /metrics. Default 0.0.0.0:15020.
 	Health string `json:"health"`
 }
+
+// GossipOff disables gossip when given as Gossip.Bind.
+const GossipOff = "off"
+
+// Gossip configures membership (package discovery).
+type Gossip struct {
+	// Bind is the gossip HOST:PORT (TCP and UDP), or "off" to run without
+	// gossip (static upstreams only). Default 0.0.0.0:7946.
+	Bind string `json:"bind"`
+	// Advertise is the host other sidecars reach this one on (its gossip
+	// and inbound ports). Default: the bind host, or, for 0.0.0.0, the
+	// first private address.
+	Advertise string `json:"advertise,omitempty"`
+	// Join lists seed members' gossip HOST:PORT. The sidecar retries with
+	// backoff until one answers, and reports not ready until then.
+	Join []string `json:"join,omitempty"`
+	// KeyFile holds the gossip keyring: base64 keys of 16, 24 or 32 bytes,
+	// one per line, the first being the one used to encrypt. The variable
+	// MESH_GOSSIP_KEY (one base64 key) is used when no file is given.
+	// Without either, gossip is not encrypted.
+	KeyFile string `json:"keyFile,omitempty"`
+	// Label isolates pools sharing a network: a member with another label
+	// cannot join or talk to this pool.
+	Label string `json:"label,omitempty"`
+	// ReapAfter is how long a failed member is remembered, retried and
+	// counted toward the cluster size. Default 24h.
+	ReapAfter Duration `json:"reapAfter"`
+	// ReconnectInterval is how often failed members and absent seeds are
+	// re-joined (partition heal). Default 1s.
+	ReconnectInterval Duration `json:"reconnectInterval"`
+}
+
+// Enabled reports whether this sidecar gossips.
+func (g Gossip) Enabled() bool { return g.Bind != GossipOff && g.Bind != "" }
 
 // Upstream is one service's static endpoints and policy.
 type Upstream struct {
@@ -185,8 +230,14 @@ func Default() Config {
 			AppMaxIdleConns:      256,
 			ConnectTimeout:       Duration{5 * time.Second},
 		},
-		Drain: Drain{Period: Duration{5 * time.Second}, Timeout: Duration{25 * time.Second}},
-		Log:   Log{Level: "info", Format: "text"},
+		Gossip: Gossip{
+			Bind:              "0.0.0.0:7946",
+			ReapAfter:         Duration{24 * time.Hour},
+			ReconnectInterval: Duration{time.Second},
+		},
+		Weight: 1,
+		Drain:  Drain{Period: Duration{5 * time.Second}, Timeout: Duration{25 * time.Second}},
+		Log:    Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -301,6 +352,32 @@ func (c *Config) Validate() error {
 		if !ValidServiceName(r.Service) {
 			v.add(p+".service", "%q is not a valid service name", r.Service)
 		}
+	}
+	if c.Gossip.Enabled() {
+		v.addr("gossip.bind", c.Gossip.Bind, true)
+		for i, j := range c.Gossip.Join {
+			v.addr(fmt.Sprintf("gossip.join[%d]", i), j, true)
+		}
+		if c.Gossip.ReapAfter.Duration <= 0 {
+			v.add("gossip.reapAfter", "must be positive")
+		}
+		if c.Gossip.ReconnectInterval.Duration <= 0 {
+			v.add("gossip.reconnectInterval", "must be positive")
+		}
+		if len(c.Gossip.Label) > 255 {
+			v.add("gossip.label", "at most 255 bytes")
+		}
+	} else if len(c.Gossip.Join) > 0 {
+		v.add("gossip.join", "given while gossip is off (gossip.bind: off)")
+	}
+	if strings.ContainsAny(c.Gossip.Advertise, " /:") && net.ParseIP(c.Gossip.Advertise) == nil {
+		v.add("gossip.advertise", "%q: want a host name or IP address, without a port", c.Gossip.Advertise)
+	}
+	if c.Weight < 1 || c.Weight > 10000 {
+		v.add("weight", "%d: want 1..10000", c.Weight)
+	}
+	if len(c.Zone) > 63 || len(c.AppVersion) > 63 {
+		v.add("zone", "zone and appVersion: at most 63 bytes each")
 	}
 	l := c.Limits
 	if l.MaxHeaderBytes < 4<<10 || l.MaxHeaderBytes > 1<<20 {

@@ -230,8 +230,10 @@ func TestDecodeGoodFile(t *testing.T) {
 			MaxConcurrentStreams: 200, MaxConnections: 1000, AppMaxIdleConns: 64, AppMaxConns: 512,
 			ConnectTimeout: Duration{2 * time.Second},
 		},
-		Drain: Drain{Period: Duration{3 * time.Second}, Timeout: Duration{20 * time.Second}},
-		Log:   Log{Level: "debug", Format: "json"},
+		Drain:  Drain{Period: Duration{3 * time.Second}, Timeout: Duration{20 * time.Second}},
+		Log:    Log{Level: "debug", Format: "json"},
+		Gossip: Default().Gossip, // the file leaves gossip and weight at their defaults
+		Weight: 1,
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Errorf("decoded:\n got %+v\nwant %+v", *c, want)
