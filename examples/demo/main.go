@@ -8,7 +8,9 @@
 //	demo (as "web") ──HTTP/1.1──▶ orders-1 ──gRPC──▶ inventory-1
 //	                                          └────▶ inventory-2
 //
-// Endpoints are static (--upstream) until gossip discovery lands.
+// No sidecar is told where another is: they find each other through SWIM
+// gossip (every sidecar joins the first one's gossip port), and the demo
+// ends by killing an instance and showing it leave every view.
 package main
 
 import (
@@ -69,10 +71,10 @@ func freePort() string {
 }
 
 // sidecarPorts are one sidecar's listener addresses.
-type sidecarPorts struct{ inbound, outbound, admin, health string }
+type sidecarPorts struct{ inbound, outbound, admin, health, gossip string }
 
 func newPorts() sidecarPorts {
-	return sidecarPorts{freePort(), freePort(), freePort(), freePort()}
+	return sidecarPorts{freePort(), freePort(), freePort(), freePort(), freePort()}
 }
 
 func (d *demo) start(name string, args ...string) error {
@@ -89,14 +91,26 @@ func (d *demo) start(name string, args ...string) error {
 	return nil
 }
 
-func (d *demo) sidecar(service, node, app, proto string, p sidecarPorts, upstreams ...string) error {
+// sidecar starts a sidecar that gossips on p.gossip and, unless it is the
+// first, joins the seed's gossip port.
+func (d *demo) sidecar(service, node, app, proto string, p sidecarPorts, seed string) error {
 	args := []string{"sidecar", "--service", service, "--node-id", node, "--app", app, "--app-protocol", proto,
 		"--inbound", p.inbound, "--outbound", p.outbound, "--admin", p.admin, "--health", p.health,
-		"--drain-period", "200ms", "--drain-timeout", "5s"}
-	for _, u := range upstreams {
-		args = append(args, "--upstream", u)
+		"--gossip", p.gossip, "--drain-period", "300ms", "--drain-timeout", "5s"}
+	if seed != "" {
+		args = append(args, "--join", seed)
 	}
 	return d.start(node+"-sidecar", args...)
+}
+
+// kill ends a started process at once (SIGKILL), as a crash would.
+func (d *demo) kill(name string) {
+	for _, p := range d.procs {
+		if p.name == name {
+			_ = p.cmd.Process.Kill()
+			_ = p.cmd.Wait()
+		}
+	}
 }
 
 // stopAll sends SIGTERM to everything started, newest first, and waits.
@@ -145,14 +159,15 @@ func (d *demo) run(ctx context.Context, n int) error {
 	inv1, inv2, orders, web := newPorts(), newPorts(), newPorts(), newPorts()
 	inv1App, inv2App, ordersApp := freePort(), freePort(), freePort()
 
+	seed := inv1.gossip
 	steps := []error{
 		d.start("inventory-1", "inventory", "--listen", inv1App, "--name", "inventory-1"),
 		d.start("inventory-2", "inventory", "--listen", inv2App, "--name", "inventory-2"),
-		d.sidecar("inventory", "inventory-1", inv1App, "grpc", inv1),
-		d.sidecar("inventory", "inventory-2", inv2App, "grpc", inv2),
+		d.sidecar("inventory", "inventory-1", inv1App, "grpc", inv1, ""),
+		d.sidecar("inventory", "inventory-2", inv2App, "grpc", inv2, seed),
 		d.start("orders-1", "orders", "--listen", ordersApp, "--name", "orders-1", "--inventory", orders.outbound),
-		d.sidecar("orders", "orders-1", ordersApp, "http1", orders, "inventory="+inv1.inbound+","+inv2.inbound),
-		d.sidecar("web", "web-1", "127.0.0.1:1", "http1", web, "orders="+orders.inbound),
+		d.sidecar("orders", "orders-1", ordersApp, "http1", orders, seed),
+		d.sidecar("web", "web-1", "127.0.0.1:1", "http1", web, seed),
 	}
 	if err := errors.Join(steps...); err != nil {
 		return err
@@ -165,7 +180,20 @@ func (d *demo) run(ctx context.Context, n int) error {
 	fmt.Println("  started    inventory-1, inventory-2   gRPC apps, each behind its own sidecar (--app-protocol grpc)")
 	fmt.Println("             orders-1                   HTTP app; calls inventory through its sidecar's outbound port")
 	fmt.Println("             web-1 sidecar              the demo sends its requests here, as an app would")
+	fmt.Println("  discovery  every sidecar gossips (SWIM, memberlist) and joins inventory-1's gossip port " + seed)
 	fmt.Println("  logs       " + d.logDir)
+	fmt.Println()
+	// Wait until gossip has told every caller about its callees.
+	if err := waitEndpoints(ctx, "http://"+orders.admin+"/clusters", "inventory", 2); err != nil {
+		return err
+	}
+	if err := waitEndpoints(ctx, "http://"+web.admin+"/clusters", "orders", 1); err != nil {
+		return err
+	}
+	fmt.Printf("0. the mesh as the web sidecar sees it: curl http://%s/members\n", web.admin)
+	if err := printMembers(http.DefaultClient, "http://"+web.admin+"/members"); err != nil {
+		return err
+	}
 	fmt.Println()
 
 	client := &http.Client{Timeout: 5 * time.Second}
@@ -240,7 +268,103 @@ func (d *demo) run(ctx context.Context, n int) error {
 		return err
 	}
 	fmt.Println()
-	fmt.Println("7. stopping everything (SIGTERM: each sidecar reports not-ready, drains, then exits)")
+
+	fmt.Println("7. inventory-2 crashes: its sidecar and app are killed (SIGKILL, no goodbye)")
+	d.kill("inventory-2-sidecar")
+	d.kill("inventory-2")
+	start := time.Now()
+	if err := waitEndpoints(ctx, "http://"+orders.admin+"/clusters", "inventory", 1); err != nil {
+		return err
+	}
+	fmt.Printf("   gossip declared it failed and the orders sidecar stopped routing to it after %v\n", time.Since(start).Round(10*time.Millisecond))
+	if err := printMembers(http.DefaultClient, "http://"+web.admin+"/members"); err != nil {
+		return err
+	}
+	ok, servedAfter := 0, map[string]int{}
+	for range 10 {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+web.outbound+"/orders/widget", nil)
+		req.Host = "orders"
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		var body struct {
+			InventoryInstance string `json:"inventory_instance"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			ok++
+		}
+		servedAfter[body.InventoryInstance]++
+	}
+	fmt.Printf("   10 more requests: %d succeeded, served by %v\n", ok, sortedCounts(servedAfter))
+	fmt.Println()
+	fmt.Println("8. stopping everything (SIGTERM: each sidecar gossips not-ready, drains, leaves the pool, exits)")
+	return nil
+}
+
+// waitEndpoints polls a sidecar's /clusters until service has want endpoints.
+func waitEndpoints(ctx context.Context, url, service string, want int) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for {
+		if n, err := countEndpoints(url, service); err == nil && n == want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %s never had %d endpoints", url, service, want)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func countEndpoints(url, service string) (int, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Clusters []struct {
+			Name      string `json:"name"`
+			Endpoints []any  `json:"endpoints"`
+		} `json:"clusters"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		return 0, err
+	}
+	for _, c := range v.Clusters {
+		if c.Name == service {
+			return len(c.Endpoints), nil
+		}
+	}
+	return 0, nil
+}
+
+func printMembers(c *http.Client, url string) error {
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Members []struct {
+			Node    string `json:"node"`
+			Service string `json:"service"`
+			Address string `json:"address"`
+			State   string `json:"state"`
+			Ready   bool   `json:"ready"`
+		} `json:"members"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		return err
+	}
+	fmt.Printf("   %-13s %-10s %-21s %-7s %s\n", "node", "service", "inbound", "state", "ready")
+	for _, m := range v.Members {
+		fmt.Printf("   %-13s %-10s %-21s %-7s %v\n", m.Node, m.Service, m.Address, m.State, m.Ready)
+	}
 	return nil
 }
 
