@@ -405,3 +405,38 @@ func TestUnreadyMemberIsNotRouted(t *testing.T) {
 	}
 	c.wait(5*time.Second, "b routed once ready", func() bool { return len(seed.Snapshot().Services["orders"]) == 2 })
 }
+
+func TestKeyRotationWithoutRestart(t *testing.T) {
+	oldKey, newKey := []byte("0123456789abcdef"), []byte("ABCDEFGHIJKLMNOPQRSTUVWX") // AES-128, AES-192
+	keys := func(k ...[]byte) agentOpt { return func(c *Config, _ *Meta) { c.Keys = k } }
+	c := newCluster(t)
+	a := c.add("a", "orders", nil, keys(oldKey))
+	b := c.add("b", "orders", []string{a.Addr()}, keys(oldKey))
+	c.wait(5*time.Second, "a and b joined", func() bool { return a.Snapshot().Alive == 2 && b.Snapshot().Alive == 2 })
+
+	for _, step := range []struct {
+		op  KeyOp
+		key []byte
+	}{{KeyInstall, newKey}, {KeyUse, newKey}, {KeyRemove, oldKey}} {
+		for _, ag := range []*Agent{a, b} {
+			if err := ag.RotateKey(step.op, step.key); err != nil {
+				t.Fatalf("%s: %v", step.op, err)
+			}
+		}
+	}
+	if got := a.KeyFingerprints(); len(got) != 1 || got[0] != Fingerprint(newKey) {
+		t.Fatalf("keyring after rotation: %v, want only the new key", got)
+	}
+	// The pool still talks: a member with only the new key joins; one with
+	// only the old key cannot.
+	nc := c.add("new", "orders", []string{a.Addr()}, keys(newKey))
+	c.wait(5*time.Second, "a member with the new key to join", func() bool { return a.Snapshot().Alive == 3 && nc.Joined() })
+	stale := c.add("stale", "orders", []string{a.Addr()}, keys(oldKey))
+	time.Sleep(1500 * time.Millisecond)
+	if stale.Joined() || a.Snapshot().Alive != 3 {
+		t.Fatalf("a member with the removed key got in (joined %v, alive %d)", stale.Joined(), a.Snapshot().Alive)
+	}
+	if err := a.RotateKey(KeyRemove, newKey); err == nil {
+		t.Error("removing the key in use succeeded")
+	}
+}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -200,4 +201,36 @@ func (s *Sidecar) registerGossipMetrics() {
 		counter("mesh_gossip_member_events_total", "Membership changes seen.", prometheus.Labels{"event": "leave"}, c.Leaves.Load),
 		counter("mesh_gossip_dropped_events_total", "Membership events dropped because the queue was full.", nil, c.DroppedEvents.Load),
 	)
+}
+
+// handleGossipKeys rotates the gossip keyring on this member:
+// POST /gossip/keys {"op":"install|use|remove","key":"BASE64"}. GET lists
+// fingerprints. Admin listener only (loopback by default).
+func (s *Sidecar) handleGossipKeys(w http.ResponseWriter, r *http.Request) {
+	if s.agent == nil {
+		writeJSON(w, http.StatusConflict, map[string]string{"code": "gossip_off", "message": "gossip is off"})
+		return
+	}
+	if r.Method == http.MethodPost {
+		var req struct {
+			Op  discovery.KeyOp `json:"op"`
+			Key string          `json:"key"`
+		}
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"code": "bad_request", "message": err.Error()})
+			return
+		}
+		key, err := discovery.ParseKey(req.Key)
+		if err == nil {
+			err = s.agent.RotateKey(req.Op, key)
+		}
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"code": "key_rejected", "message": err.Error()})
+			return
+		}
+		s.log.Info("gossip keyring changed", "op", req.Op, "fingerprint", discovery.Fingerprint(key))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"keys": s.agent.KeyFingerprints()})
 }
