@@ -131,6 +131,9 @@ type Counters struct {
 	BytesSent, BytesReceived atomic.Uint64
 	Joins, Failures, Leaves  atomic.Uint64
 	DroppedEvents            atomic.Uint64
+	// Suspicions counts peers this member suspected (a probe went
+	// unanswered); many suspicions without failures mean a lossy network.
+	Suspicions atomic.Uint64
 }
 
 // New creates an agent and binds its gossip listener; it does not join
@@ -146,7 +149,7 @@ func New(cfg Config, meta Meta) (*Agent, error) {
 	mc.Label = cfg.Label
 	mc.Delegate = &delegate{a: a}
 	mc.Events = &eventDelegate{a: a}
-	mc.Logger = log.New(&logBridge{l: cfg.Logger}, "", 0)
+	mc.Logger = log.New(&logBridge{l: cfg.Logger, c: &a.counters}, "", 0)
 	host, port, err := net.SplitHostPort(cfg.Bind)
 	if err != nil {
 		return nil, fmt.Errorf("gossip address %q: %w", cfg.Bind, err)
@@ -350,7 +353,11 @@ func (a *Agent) reconnectTargets() []string {
 }
 
 // logBridge turns memberlist's "[LEVEL] memberlist: msg" lines into slog.
-type logBridge struct{ l *slog.Logger }
+// It also counts suspicions, which memberlist reports only in its log.
+type logBridge struct {
+	l *slog.Logger
+	c *Counters
+}
 
 func (b *logBridge) Write(p []byte) (int, error) {
 	line := strings.TrimSpace(string(p))
@@ -365,6 +372,9 @@ func (b *logBridge) Write(p []byte) (int, error) {
 	}
 	if i := strings.Index(line, "] "); i >= 0 {
 		line = line[i+2:]
+	}
+	if strings.HasPrefix(line, "memberlist: Suspect ") {
+		b.c.Suspicions.Add(1)
 	}
 	b.l.Log(context.Background(), level, line, "component", "gossip")
 	return len(p), nil

@@ -239,6 +239,15 @@ func TestCrashedMemberLeavesEveryView(t *testing.T) {
 	})
 	took := time.Since(start)
 	t.Logf("crash detected by every member in %v", took.Round(10*time.Millisecond))
+	var suspicions uint64
+	for _, n := range nodes {
+		if n != "n3" {
+			suspicions += c.agents[n].Counters().Suspicions.Load()
+		}
+	}
+	if suspicions == 0 {
+		t.Error("no member counted a suspicion of the crashed one")
+	}
 	if took > 10*time.Second {
 		t.Errorf("crash took %v to leave every view, want ≤10s", took)
 	}

@@ -199,6 +199,7 @@ func (s *Sidecar) registerGossipMetrics() {
 		counter("mesh_gossip_member_events_total", "Membership changes seen.", prometheus.Labels{"event": "join"}, c.Joins.Load),
 		counter("mesh_gossip_member_events_total", "Membership changes seen.", prometheus.Labels{"event": "failure"}, c.Failures.Load),
 		counter("mesh_gossip_member_events_total", "Membership changes seen.", prometheus.Labels{"event": "leave"}, c.Leaves.Load),
+		counter("mesh_gossip_suspicions_total", "Peers this member suspected (a probe went unanswered).", nil, c.Suspicions.Load),
 		counter("mesh_gossip_dropped_events_total", "Membership events dropped because the queue was full.", nil, c.DroppedEvents.Load),
 	)
 }
