@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"reflect"
 	"strings"
@@ -223,6 +224,12 @@ func Load(args []string, lookupEnv func(string) (string, bool), out io.Writer) (
 		if cfg.NodeID == "" && cfg.Service != "" {
 			host, _ := os.Hostname()
 			cfg.NodeID = cfg.Service + "-" + host
+			// Several instances on one host need distinct ids (gossip names
+			// must be unique): a non-default inbound port tells them apart
+			// and stays the same across restarts.
+			if _, port, err := net.SplitHostPort(cfg.Listeners.Inbound); err == nil && port != "15006" {
+				cfg.NodeID += "-" + port
+			}
 		}
 		if err := cfg.Validate(); err != nil {
 			return nil, err
