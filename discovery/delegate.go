@@ -92,9 +92,28 @@ func (t *countingTransport) forward() {
 func (t *countingTransport) PacketCh() <-chan *memberlist.Packet { return t.packets }
 func (t *countingTransport) StreamCh() <-chan net.Conn           { return t.streams }
 
+// Shutdown stops forwarding and shuts the inner transport down. Its
+// listener goroutines may be blocked handing over a packet or connection,
+// and its Shutdown waits for them, so whatever they still deliver is
+// drained (and dropped) until it returns.
 func (t *countingTransport) Shutdown() error {
 	t.once.Do(func() { close(t.stop) })
-	return t.NodeAwareTransport.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		in, sin := t.NodeAwareTransport.PacketCh(), t.NodeAwareTransport.StreamCh()
+		for {
+			select {
+			case <-in:
+			case c := <-sin:
+				c.Close()
+			case <-done:
+				return
+			}
+		}
+	}()
+	err := t.NodeAwareTransport.Shutdown()
+	close(done)
+	return err
 }
 
 func (t *countingTransport) WriteTo(b []byte, addr string) (time.Time, error) {
