@@ -34,7 +34,7 @@ type eventDelegate struct{ a *Agent }
 
 func (e *eventDelegate) push(kind eventKind, n *memberlist.Node) {
 	ev := event{kind: kind, name: n.Name, addr: hostPort(n.Addr, n.Port), meta: bytes.Clone(n.Meta),
-		left: n.State == memberlist.StateLeft, stamp: time.Now()} // State is never set in v0.7.0; see Agent.Leave
+		stamp: time.Now()} // n.State is never set in v0.7.0: left versus failed comes from our metadata (Agent.Leave)
 	select {
 	case e.a.events <- ev:
 	default:

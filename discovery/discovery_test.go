@@ -3,6 +3,7 @@ package discovery
 import (
 	"fmt"
 	"net"
+	"strings"
 
 	"log/slog"
 	"os"
@@ -396,8 +397,8 @@ func TestMassJoinIsCoalesced(t *testing.T) {
 		t.Errorf("%d snapshots for %d joins; want bursts coalesced (at most %d)", got, n, n/2)
 	}
 	eps := seed.Snapshot().Services["orders"]
-	if len(eps) != n+1 || !slices.IsSortedFunc(eps, func(a, b Endpoint) int { return compareStrings(a.Addr, b.Addr) }) {
-		t.Errorf("%d endpoints (sorted %v), want %d sorted", len(eps), slices.IsSortedFunc(eps, func(a, b Endpoint) int { return compareStrings(a.Addr, b.Addr) }), n+1)
+	if len(eps) != n+1 || !slices.IsSortedFunc(eps, func(a, b Endpoint) int { return strings.Compare(a.Addr, b.Addr) }) {
+		t.Errorf("%d endpoints (sorted %v), want %d sorted", len(eps), slices.IsSortedFunc(eps, func(a, b Endpoint) int { return strings.Compare(a.Addr, b.Addr) }), n+1)
 	}
 }
 

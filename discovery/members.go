@@ -5,6 +5,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -65,7 +66,6 @@ type event struct {
 	name  string
 	addr  string
 	meta  []byte
-	left  bool // on evLeave: left gracefully (else: failed)
 	stamp time.Time
 }
 
@@ -141,7 +141,7 @@ func (a *Agent) apply(ev event) {
 		}
 	case evLeave:
 		m.Since = ev.stamp
-		if m.Meta.Leaving || ev.left {
+		if m.Meta.Leaving {
 			m.State = StateLeft
 			a.counters.Leaves.Add(1)
 			a.cfg.Logger.Info("member left", "node", ev.name)
@@ -190,19 +190,9 @@ func (a *Agent) buildSnapshot(version uint64) *Snapshot {
 		}
 	}
 	for _, eps := range s.Services {
-		slices.SortFunc(eps, func(x, y Endpoint) int { return compareStrings(x.Addr, y.Addr) })
+		slices.SortFunc(eps, func(x, y Endpoint) int { return strings.Compare(x.Addr, y.Addr) })
 	}
 	return s
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Members returns every known member, this one included, sorted by name.
@@ -213,7 +203,7 @@ func (a *Agent) Members() []Member {
 	for _, m := range a.members {
 		out = append(out, *m)
 	}
-	slices.SortFunc(out, func(x, y Member) int { return compareStrings(x.Name, y.Name) })
+	slices.SortFunc(out, func(x, y Member) int { return strings.Compare(x.Name, y.Name) })
 	return out
 }
 

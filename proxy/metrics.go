@@ -99,27 +99,29 @@ func statusClass(code int) string {
 // labelSet bounds the distinct values a client-influenced label can take:
 // after max distinct values, further ones are reported as "other".
 type labelSet struct {
-	mu   sync.Mutex
 	max  int
-	seen map[string]bool
+	seen sync.Map // string → struct{}: read without a lock on every request
+	mu   sync.Mutex
+	n    int // values admitted, under mu
 }
 
 func (s *labelSet) value(v string) string {
 	if v == "" {
 		return "unknown"
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.seen[v] {
+	if _, ok := s.seen.Load(v); ok {
 		return v
 	}
-	if len(s.seen) >= s.max {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.seen.Load(v); ok {
+		return v
+	}
+	if s.n >= s.max {
 		return "other"
 	}
-	if s.seen == nil {
-		s.seen = map[string]bool{}
-	}
-	s.seen[v] = true
+	s.seen.Store(v, struct{}{})
+	s.n++
 	return v
 }
 

@@ -786,3 +786,17 @@ func TestEffectiveLB(t *testing.T) {
 		t.Errorf("unknown: got %q, want %q", got, LBPeakEWMA)
 	}
 }
+
+// TestExampleConfigIsValid keeps the documented example loadable.
+func TestExampleConfigIsValid(t *testing.T) {
+	c, err := LoadFile(filepath.Join("..", "..", "examples", "config", "sidecar.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("examples/config/sidecar.yaml: %v", err)
+	}
+	if !c.Gossip.Enabled() || len(c.Gossip.Join) != 1 || len(c.Upstreams) != 2 {
+		t.Errorf("example decoded to gossip %+v, upstreams %v; want gossip on with one seed and two static upstreams", c.Gossip, c.Upstreams)
+	}
+}
