@@ -20,6 +20,7 @@ import (
 	"github.com/causeway-mesh/causeway/discovery"
 	"github.com/causeway-mesh/causeway/proxy/cluster"
 	"github.com/causeway-mesh/causeway/proxy/config"
+	"github.com/causeway-mesh/causeway/proxy/h1client"
 )
 
 // Sidecar is one running proxy. Create it with New, bind with Listen, then
@@ -106,7 +107,16 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Sidecar, err
 	if cfg.AppProtocol.IsHTTP2() {
 		s.appTransport = &splitTransport{h2: newH2CTransport(appDialer, lim.MaxHeaderBytes), h1: h1}
 	} else {
-		s.appTransport = h1
+		// Requests without a body take the synchronous fast path; the
+		// rest (bodies, upgrades, Expect) the regular keep-alive pool.
+		s.appTransport = &h1client.Transport{
+			Dial:                   appDialer.dial,
+			Fallback:               h1,
+			MaxIdle:                lim.AppMaxIdleConns,
+			MaxConns:               lim.AppMaxConns,
+			IdleTimeout:            90 * time.Second,
+			MaxResponseHeaderBytes: lim.MaxHeaderBytes,
+		}
 	}
 	return s, nil
 }
