@@ -59,6 +59,11 @@ var (
 	ErrTimeout            = &Error{Status: 504, Code: "timeout", GRPC: codes.DeadlineExceeded}
 	ErrMisdirected        = &Error{Status: 421, Code: "misdirected_request", GRPC: codes.Unimplemented}
 	ErrProtocolNotAllowed = &Error{Status: 400, Code: "bad_request", GRPC: codes.Unimplemented, Close: true}
+	// ErrFenced refuses a write on a side of a split without the quorum.
+	ErrFenced = &Error{Status: 503, Code: "fenced", GRPC: codes.Unavailable}
+	// ErrStaleEpoch refuses a write admitted under an epoch older than the
+	// newest this sidecar knows: the caller has not heard of a split yet.
+	ErrStaleEpoch = &Error{Status: 409, Code: "stale_epoch", GRPC: codes.Aborted}
 )
 
 // classify turns a forwarding error into the response to give. It returns

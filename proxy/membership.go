@@ -109,6 +109,7 @@ func (s *Sidecar) onMembership(snap *discovery.Snapshot) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	s.discovered.Store(snap)
+	s.fence.SetLocal(gossipVerdict(snap))
 	s.table.Store(buildTable(s.cfg.Load(), snap, s.table.Load()))
 }
 

@@ -27,6 +27,8 @@ type metrics struct {
 	tcpActive *prometheus.GaugeVec     // direction
 	reloads   *prometheus.CounterVec   // result
 
+	fencedWrites *prometheus.CounterVec // where: outbound, inbound, stale_epoch
+
 	sources labelSet // inbound source_service values seen
 }
 
@@ -71,10 +73,13 @@ func newMetrics() *metrics {
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mesh_config_reloads_total", Help: "Configuration reloads (SIGHUP) by result.",
 		}, []string{"result"}),
+		fencedWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_fenced_writes_total", Help: "Writes refused by fencing: while fenced (outbound, inbound) or under a stale epoch.",
+		}, []string{"where"}),
 		sources: labelSet{max: 256},
 	}
 	reg.MustRegister(m.requests, m.duration, m.errors, m.rejected, m.active, m.accepted,
-		m.upConns, m.upDials, m.h2Resets, m.tcpActive, m.reloads)
+		m.upConns, m.upDials, m.h2Resets, m.tcpActive, m.reloads, m.fencedWrites)
 	return m
 }
 

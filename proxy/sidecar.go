@@ -16,10 +16,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/causeway-mesh/causeway/discovery"
 	"github.com/causeway-mesh/causeway/proxy/cluster"
 	"github.com/causeway-mesh/causeway/proxy/config"
+	"github.com/causeway-mesh/causeway/proxy/fencing"
 	"github.com/causeway-mesh/causeway/proxy/h1client"
 )
 
@@ -61,6 +63,10 @@ type Sidecar struct {
 	discovered      atomic.Pointer[discovery.Snapshot]
 	gossipTransport memberlist.NodeAwareTransport // tests inject faults
 	lastReloadErr   atomic.Value                  // string: why the last reload was refused, or ""
+
+	// Fencing: whether writes may pass, and which requests are writes.
+	fence  *fencing.Fence
+	writes atomic.Pointer[fencing.Policy]
 }
 
 // Option adjusts a Sidecar at construction.
@@ -92,6 +98,21 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Sidecar, err
 	}
 	s.cfg.Store(cfg)
 	s.table.Store(buildTable(cfg, nil, nil))
+	s.fence = fencing.New(false)
+	s.writes.Store(&fencing.Policy{})
+	s.m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mesh_fenced", Help: "1 while this sidecar refuses writes (its side of a split lacks the quorum).",
+		}, func() float64 {
+			if s.fence.Fenced() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mesh_fencing_epoch", Help: "The newest fencing epoch this sidecar knows.",
+		}, func() float64 { return float64(s.fence.Epoch()) }),
+	)
 	s.loadedAt.Store(time.Now())
 	s.generation.Store(1)
 	s.lastReloadErr.Store("")

@@ -26,6 +26,11 @@ func (s *Sidecar) outboundStack() http.Handler {
 	// 4. Route: authority → service → endpoint (balancer). Unknown service
 	//    or no endpoint answers 503 no_healthy_upstream without forwarding.
 	h = s.route(ew, h)
+	// 3b. Fence: while this side of a split lacks the quorum, the app's
+	//     writes are answered 503 fenced and never forwarded; writes that
+	//     pass carry the epoch they were admitted under. After hygiene, so
+	//     the app cannot forge the epoch.
+	h = s.fenceOutbound(ew, h)
 	// 3. Hygiene: the app may not set headers only the mesh sets
 	//    (x-mesh-epoch, x-mesh-error, …); request id kept or generated.
 	h = appHygiene(h)
@@ -46,6 +51,10 @@ func (s *Sidecar) inboundStack() http.Handler {
 	//    keep-alive pool, or h2c for h2c and gRPC apps). The app's own
 	//    x-mesh-error is dropped from its responses: only the mesh sets it.
 	h = s.forwardInbound(ew)
+	// 3b. Fence: writes are refused while this sidecar is fenced, and
+	//     writes admitted under an epoch older than the newest known are
+	//     refused as stale; nothing refused reaches the app.
+	h = s.fenceInbound(ew, h)
 	// 3. Peer headers: read the caller's service for metrics, then remove
 	//    mesh-internal headers the app must not rely on (unauthenticated
 	//    until mutual TLS).

@@ -1,0 +1,95 @@
+package proxy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/causeway-mesh/causeway/discovery"
+	"github.com/causeway-mesh/causeway/proxy/fencing"
+)
+
+// HeaderEpoch carries the fencing epoch a write was admitted under.
+const HeaderEpoch = "X-Mesh-Epoch"
+
+// fenceOutbound refuses the app's writes while this sidecar is fenced and
+// stamps the others with the epoch they are admitted under. Reads pass.
+func (s *Sidecar) fenceOutbound(ew *errorWriter, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.writes.Load().IsWrite(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if s.fence.Fenced() {
+			s.m.fencedWrites.WithLabelValues("outbound").Inc()
+			ew.write(w, r, ErrFenced.with(errFenced(s.fence.State())))
+			return
+		}
+		if e := s.fence.Epoch(); e > 0 {
+			r.Header[HeaderEpoch] = []string{strconv.FormatUint(e, 10)}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// fenceInbound refuses writes from other sidecars while this one is fenced,
+// and writes admitted under an epoch older than the newest it knows. The
+// epoch header reaches the app, which may use it as a fencing token.
+func (s *Sidecar) fenceInbound(ew *errorWriter, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.writes.Load().IsWrite(r) {
+			delete(r.Header, HeaderEpoch)
+			next.ServeHTTP(w, r)
+			return
+		}
+		if s.fence.Fenced() {
+			s.m.fencedWrites.WithLabelValues("inbound").Inc()
+			ew.write(w, r, ErrFenced.with(errFenced(s.fence.State())))
+			return
+		}
+		var epoch uint64
+		if v := r.Header.Get(HeaderEpoch); v != "" {
+			e, err := strconv.ParseUint(v, 10, 64)
+			if err != nil || len(r.Header[HeaderEpoch]) > 1 {
+				ew.write(w, r, ErrBadRequest.with(errBadEpoch))
+				return
+			}
+			epoch = e
+		}
+		if !s.fence.Admit(epoch) {
+			s.m.fencedWrites.WithLabelValues("stale_epoch").Inc()
+			ew.write(w, r, ErrStaleEpoch.with(fmt.Errorf("epoch %d, newest known %d", epoch, s.fence.Epoch())))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+var errBadEpoch = errors.New("x-mesh-epoch is not one decimal number")
+
+func errFenced(st *fencing.State) error {
+	return fmt.Errorf("fenced by %s: %s", st.Source, st.Reason)
+}
+
+// gossipVerdict is the fencing verdict of this sidecar's own gossip view:
+// the whole mesh is the domain, failed members count toward its size and
+// members that left do not.
+func gossipVerdict(snap *discovery.Snapshot) fencing.Verdict {
+	q := fencing.NewQuorum(snap.Alive+snap.Failed, snap.Alive)
+	v := fencing.Verdict{Quorum: q}
+	if !q.Holds() {
+		v.Fenced = true
+		v.Reason = fmt.Sprintf("this side reaches %d of %d members; %d needed", q.Reachable, q.Expected, q.Needed)
+	}
+	return v
+}
+
+// handleFencing serves GET /fencing.
+func (s *Sidecar) handleFencing(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	st := *s.fence.State()
+	st.Fenced = s.fence.Fenced()
+	_ = json.NewEncoder(w).Encode(st)
+}

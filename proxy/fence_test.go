@@ -1,0 +1,141 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/causeway-mesh/causeway/proxy/config"
+	"github.com/causeway-mesh/causeway/proxy/fencing"
+)
+
+// recordingApp counts the requests that reached it and keeps the epoch
+// header each carried.
+type recordingApp struct {
+	mu   sync.Mutex
+	seen []string // METHOD epoch
+}
+
+func (a *recordingApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	a.mu.Lock()
+	a.seen = append(a.seen, r.Method+" "+r.Header.Get(HeaderEpoch))
+	a.mu.Unlock()
+	_, _ = io.WriteString(w, "ok")
+}
+
+func (a *recordingApp) take() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.seen
+	a.seen = nil
+	return s
+}
+
+func send(t *testing.T, method, url, body string, hdr map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(testContext(t, 10*time.Second), method, url, strings.NewReader(body))
+	req.Host = "orders"
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := h1Client().Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+func TestFencingRefusesWritesAndServesReads(t *testing.T) {
+	app := &recordingApp{}
+	m := startMesh(t, "orders", startApp(t, app), config.ProtocolHTTP1)
+	out := "http://" + m.client.addr("outbound") + "/items"
+
+	// Writable: the write reaches the app under the client's epoch.
+	m.client.fence.SetRemote(fencing.Verdict{Epoch: 4}, time.Minute)
+	if resp, _ := send(t, "POST", out, "x", nil); resp.StatusCode != 200 {
+		t.Fatalf("write while writable: %d", resp.StatusCode)
+	}
+	if got := app.take(); len(got) != 1 || got[0] != "POST 4" {
+		t.Fatalf("app saw %v, want [POST 4]", got)
+	}
+
+	// The caller's side lost the quorum: writes answered at once, reads pass.
+	m.client.fence.SetLocal(fencing.Verdict{Fenced: true, Reason: "1 of 3", Quorum: fencing.NewQuorum(3, 1)})
+	resp, _ := send(t, "POST", out, "x", nil)
+	if resp.StatusCode != 503 || resp.Header.Get(HeaderError) != "fenced" {
+		t.Fatalf("write while fenced: %d %q", resp.StatusCode, resp.Header.Get(HeaderError))
+	}
+	if resp, _ := send(t, "GET", out, "", nil); resp.StatusCode != 200 {
+		t.Fatalf("read while fenced: %d", resp.StatusCode)
+	}
+	if got := app.take(); len(got) != 1 || got[0] != "GET " {
+		t.Fatalf("app saw %v, want only the read", got)
+	}
+
+	// The receiving side is fenced: the write is refused there.
+	m.client.fence.SetLocal(fencing.Verdict{Quorum: fencing.NewQuorum(3, 3)})
+	m.server.fence.SetLocal(fencing.Verdict{Fenced: true, Reason: "1 of 3"})
+	resp, _ = send(t, "PUT", out, "x", nil)
+	if resp.StatusCode != 503 || resp.Header.Get(HeaderError) != "fenced" {
+		t.Fatalf("write into a fenced sidecar: %d %q", resp.StatusCode, resp.Header.Get(HeaderError))
+	}
+	if got := app.take(); len(got) != 0 {
+		t.Fatalf("app saw %v, want nothing", got)
+	}
+
+	// The receiver knows a newer epoch than the caller: stale.
+	m.server.fence.SetLocal(fencing.Verdict{})
+	m.server.fence.SetRemote(fencing.Verdict{Epoch: 6}, time.Minute)
+	resp, _ = send(t, "DELETE", out, "", nil)
+	if resp.StatusCode != 409 || resp.Header.Get(HeaderError) != "stale_epoch" {
+		t.Fatalf("write under a stale epoch: %d %q", resp.StatusCode, resp.Header.Get(HeaderError))
+	}
+	if got := app.take(); len(got) != 0 {
+		t.Fatalf("app saw %v, want nothing", got)
+	}
+	// Once the caller hears of epoch 6, its writes pass again.
+	m.client.fence.SetRemote(fencing.Verdict{Epoch: 6}, time.Minute)
+	if resp, _ := send(t, "DELETE", out, "", nil); resp.StatusCode != 200 {
+		t.Fatalf("write under the current epoch: %d", resp.StatusCode)
+	}
+	if got := app.take(); len(got) != 1 || got[0] != "DELETE 6" {
+		t.Fatalf("app saw %v", got)
+	}
+}
+
+func TestAppCannotForgeEpoch(t *testing.T) {
+	app := &recordingApp{}
+	m := startMesh(t, "orders", startApp(t, app), config.ProtocolHTTP1)
+	out := "http://" + m.client.addr("outbound") + "/items"
+	// The client knows no epoch; an app that sends one must not get it
+	// through (it could jump the receiver's epoch forward).
+	if resp, _ := send(t, "POST", out, "x", map[string]string{HeaderEpoch: "999"}); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if got := app.take(); len(got) != 1 || got[0] != "POST " {
+		t.Fatalf("app saw %v, want the write without an epoch", got)
+	}
+	if e := m.server.fence.Epoch(); e != 0 {
+		t.Fatalf("server adopted forged epoch %d", e)
+	}
+	// A malformed epoch from a peer is refused, not guessed at.
+	resp, _ := send(t, "POST", "http://"+m.server.addr("inbound")+"/items", "x", map[string]string{HeaderEpoch: "12abc"})
+	if resp.StatusCode != 400 {
+		t.Fatalf("malformed epoch: %d", resp.StatusCode)
+	}
+}
+
+func TestFencingAdmin(t *testing.T) {
+	s := startSidecar(t, testConfig("orders", startApp(t, &recordingApp{}), config.ProtocolHTTP1))
+	s.fence.SetLocal(fencing.Verdict{Fenced: true, Reason: "2 of 5 reachable", Quorum: fencing.NewQuorum(5, 2)})
+	resp, body := send(t, "GET", "http://"+s.addr("admin")+"/fencing", "", nil)
+	if resp.StatusCode != 200 || !strings.Contains(body, `"fenced":true`) || !strings.Contains(body, `"needed":3`) {
+		t.Fatalf("/fencing: %d %s", resp.StatusCode, body)
+	}
+}
