@@ -120,6 +120,9 @@ type Agent struct {
 
 	mu      sync.Mutex // guards members, for Members() from other goroutines
 	members map[string]*Member
+	// suspected holds the names this agent's probes suspect, so that the
+	// ping delegate reports only the first answer after a suspicion.
+	suspected sync.Map
 
 	counters Counters
 	keyring  *memberlist.Keyring
@@ -149,7 +152,8 @@ func New(cfg Config, meta Meta) (*Agent, error) {
 	mc.Label = cfg.Label
 	mc.Delegate = &delegate{a: a}
 	mc.Events = &eventDelegate{a: a}
-	mc.Logger = log.New(&logBridge{l: cfg.Logger, c: &a.counters}, "", 0)
+	mc.Logger = log.New(&logBridge{l: cfg.Logger, c: &a.counters, suspect: a.suspect}, "", 0)
+	mc.Ping = &pingDelegate{a: a}
 	host, port, err := net.SplitHostPort(cfg.Bind)
 	if err != nil {
 		return nil, fmt.Errorf("gossip address %q: %w", cfg.Bind, err)
@@ -355,8 +359,9 @@ func (a *Agent) reconnectTargets() []string {
 // logBridge turns memberlist's "[LEVEL] memberlist: msg" lines into slog.
 // It also counts suspicions, which memberlist reports only in its log.
 type logBridge struct {
-	l *slog.Logger
-	c *Counters
+	l       *slog.Logger
+	c       *Counters
+	suspect func(node string) // this member's own probe of node failed
 }
 
 func (b *logBridge) Write(p []byte) (int, error) {
@@ -373,8 +378,11 @@ func (b *logBridge) Write(p []byte) (int, error) {
 	if i := strings.Index(line, "] "); i >= 0 {
 		line = line[i+2:]
 	}
-	if strings.HasPrefix(line, "memberlist: Suspect ") {
+	if rest, ok := strings.CutPrefix(line, "memberlist: Suspect "); ok {
 		b.c.Suspicions.Add(1)
+		if node, ok := strings.CutSuffix(rest, " has failed, no acks received"); ok && b.suspect != nil {
+			b.suspect(node)
+		}
 	}
 	b.l.Log(context.Background(), level, line, "component", "gossip")
 	return len(p), nil

@@ -32,13 +32,38 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
 // the loop catches up) the event is dropped and counted.
 type eventDelegate struct{ a *Agent }
 
+// pingDelegate hears every probe this member's own probes got answered
+// directly, which clears its suspicion of the peer.
+type pingDelegate struct{ a *Agent }
+
+func (p *pingDelegate) AckPayload() []byte { return nil }
+
+func (p *pingDelegate) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
+	if _, suspected := p.a.suspected.Load(other.Name); suspected {
+		p.a.suspected.Delete(other.Name)
+		p.a.enqueue(event{kind: evAck, name: other.Name, stamp: time.Now()})
+	}
+}
+
+// suspect records that this member's probe of node failed.
+func (a *Agent) suspect(node string) {
+	a.suspected.Store(node, struct{}{})
+	a.enqueue(event{kind: evSuspect, name: node, stamp: time.Now()})
+}
+
 func (e *eventDelegate) push(kind eventKind, n *memberlist.Node) {
 	ev := event{kind: kind, name: n.Name, addr: hostPort(n.Addr, n.Port), meta: bytes.Clone(n.Meta),
 		stamp: time.Now()} // n.State is never set in v0.7.0: left versus failed comes from our metadata (Agent.Leave)
+	e.a.enqueue(ev)
+}
+
+// enqueue hands ev to the agent's loop without blocking; a full queue
+// drops and counts it.
+func (a *Agent) enqueue(ev event) {
 	select {
-	case e.a.events <- ev:
+	case a.events <- ev:
 	default:
-		e.a.counters.DroppedEvents.Add(1)
+		a.counters.DroppedEvents.Add(1)
 	}
 }
 

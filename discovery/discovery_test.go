@@ -450,3 +450,37 @@ func TestKeyRotationWithoutRestart(t *testing.T) {
 		t.Error("removing the key in use succeeded")
 	}
 }
+
+// A cut-off member is suspected by this agent's own probes well before it
+// is declared failed, and the suspicion clears when it answers again.
+func TestSuspicionFromOwnProbes(t *testing.T) {
+	c, _ := start5(t)
+	c.net.split([]string{"n0", "n1", "n2", "n3"}, []string{"n4"})
+	cut := time.Now()
+	took := c.wait(15*time.Second, "n0 to suspect n4", func() bool {
+		return c.agents["n0"].Snapshot().Suspect == 1
+	})
+	// The isolated member suspects everyone it probes.
+	c.wait(20*time.Second, "n4 to suspect or fail all four others", func() bool {
+		s := c.agents["n4"].Snapshot()
+		return s.Suspect+s.Failed == 4
+	})
+	t.Logf("suspected after %v; isolated side saw no one reachable after %v",
+		took.Round(10*time.Millisecond), time.Since(cut).Round(10*time.Millisecond))
+	c.net.heal()
+	c.wait(20*time.Second, "no suspicion and 5 alive everywhere", func() bool {
+		for _, a := range c.agents {
+			if s := a.Snapshot(); s.Alive != 5 || s.Suspect != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	var suspectFlag bool
+	for _, m := range c.agents["n0"].Members() {
+		suspectFlag = suspectFlag || m.Suspect
+	}
+	if suspectFlag {
+		t.Fatal("a member still shows suspect after the heal")
+	}
+}

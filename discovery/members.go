@@ -12,8 +12,9 @@ import (
 // State is a member's state as this agent sees it.
 type State string
 
-// Member states. Memberlist's suspicion is internal to it and not
-// reported; a suspect member shows as alive until it is declared failed.
+// Member states. Memberlist keeps its suspicion internal; Member.Suspect
+// reports this agent's own: its probes of an alive member went unanswered
+// (directly and through others) and none has been answered since.
 const (
 	StateAlive  State = "alive"
 	StateFailed State = "failed" // crashed or unreachable: retried, counted, reaped after ReapAfter
@@ -28,6 +29,10 @@ type Member struct {
 	MetaErr    string    `json:"metaError,omitempty"`
 	State      State     `json:"state"`
 	Since      time.Time `json:"since"`
+	// Suspect is true while this agent's probes of an alive member fail;
+	// it is still routed to (outlier detection covers requests), but it
+	// counts as unreachable for the quorum.
+	Suspect bool `json:"suspect,omitempty"`
 }
 
 // Endpoint is one routable instance of a service.
@@ -46,6 +51,7 @@ type Endpoint struct {
 type Snapshot struct {
 	Services map[string][]Endpoint
 	Alive    int // alive members, this one included
+	Suspect  int // alive members this agent suspects (a subset of Alive)
 	Failed   int // failed members not yet reaped (counted toward the size)
 	Left     int // members that left (not counted)
 	Version  uint64
@@ -57,6 +63,8 @@ const (
 	evJoin eventKind = iota
 	evUpdate
 	evLeave
+	evSuspect // this agent's probe of the member failed
+	evAck     // this agent's probe of the member was answered
 )
 
 // event is a copy of what memberlist reported, taken while memberlist held
@@ -121,6 +129,18 @@ func (a *Agent) apply(ev event) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	m := a.members[ev.name]
+	switch ev.kind {
+	case evSuspect, evAck:
+		if m != nil && m.State == StateAlive && m.Suspect != (ev.kind == evSuspect) {
+			m.Suspect = ev.kind == evSuspect
+			if m.Suspect {
+				a.cfg.Logger.Warn("member suspected: probes unanswered", "node", ev.name)
+			} else {
+				a.cfg.Logger.Info("suspected member answers again", "node", ev.name)
+			}
+		}
+		return
+	}
 	if m == nil {
 		m = &Member{Name: ev.name}
 		a.members[ev.name] = m
@@ -141,6 +161,7 @@ func (a *Agent) apply(ev event) {
 		}
 	case evLeave:
 		m.Since = ev.stamp
+		m.Suspect = false
 		if m.Meta.Leaving {
 			m.State = StateLeft
 			a.counters.Leaves.Add(1)
@@ -177,6 +198,9 @@ func (a *Agent) buildSnapshot(version uint64) *Snapshot {
 		switch m.State {
 		case StateAlive:
 			s.Alive++
+			if m.Suspect {
+				s.Suspect++
+			}
 			if m.MetaErr == "" && m.Meta.Service != "" && m.Meta.Ready && m.Meta.Inbound != "" {
 				s.Services[m.Meta.Service] = append(s.Services[m.Meta.Service], Endpoint{
 					Node: m.Name, Addr: m.Meta.Inbound, Protocol: m.Meta.Protocol, Zone: m.Meta.Zone,

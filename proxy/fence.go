@@ -75,9 +75,11 @@ func errFenced(st *fencing.State) error {
 
 // gossipVerdict is the fencing verdict of this sidecar's own gossip view:
 // the whole mesh is the domain, failed members count toward its size and
-// members that left do not.
+// members that left do not, and a member this sidecar suspects counts as
+// unreachable (so a cut-off side fences itself within a few probe rounds,
+// before anyone is declared failed).
 func gossipVerdict(snap *discovery.Snapshot) fencing.Verdict {
-	q := fencing.NewQuorum(snap.Alive+snap.Failed, snap.Alive)
+	q := fencing.NewQuorum(snap.Alive+snap.Failed, snap.Alive-snap.Suspect)
 	v := fencing.Verdict{Quorum: q}
 	if !q.Holds() {
 		v.Fenced = true

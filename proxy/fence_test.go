@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/causeway-mesh/causeway/discovery"
 	"github.com/causeway-mesh/causeway/proxy/config"
 	"github.com/causeway-mesh/causeway/proxy/fencing"
 )
@@ -137,5 +138,25 @@ func TestFencingAdmin(t *testing.T) {
 	resp, body := send(t, "GET", "http://"+s.addr("admin")+"/fencing", "", nil)
 	if resp.StatusCode != 200 || !strings.Contains(body, `"fenced":true`) || !strings.Contains(body, `"needed":3`) {
 		t.Fatalf("/fencing: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestGossipVerdict(t *testing.T) {
+	for _, tc := range []struct {
+		alive, suspect, failed int
+		fenced                 bool
+	}{
+		{1, 0, 0, false},
+		{3, 0, 0, false},
+		{3, 1, 0, false}, // 2 of 3 reachable
+		{3, 2, 0, true},  // suspects count as unreachable
+		{2, 0, 3, true},  // minority of a 5-member split
+		{3, 0, 2, false}, // majority
+		{2, 0, 2, true},  // even split: nobody writes
+	} {
+		v := gossipVerdict(&discovery.Snapshot{Alive: tc.alive, Suspect: tc.suspect, Failed: tc.failed})
+		if v.Fenced != tc.fenced {
+			t.Errorf("alive %d suspect %d failed %d: fenced %v (%s), want %v", tc.alive, tc.suspect, tc.failed, v.Fenced, v.Reason, tc.fenced)
+		}
 	}
 }
