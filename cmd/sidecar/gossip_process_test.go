@@ -243,8 +243,17 @@ func TestGossipMultiProcess(t *testing.T) {
 	// (a) Discovery: the client routes to all three instances.
 	all := sortedAddrs(echo1, echo2, echo3)
 	start := time.Now()
+	dumped := false
 	waitUntil(t, 10*time.Second, "3 echo endpoints in the client's /clusters", func() bool {
-		return slices.Equal(clusterEndpoints(client.admin, "echo"), all)
+		ok := slices.Equal(clusterEndpoints(client.admin, "echo"), all)
+		if !ok && !dumped && time.Since(start) > 9*time.Second {
+			dumped = true // the views, to tell slow convergence from a lost member
+			for _, n := range []*gossipNode{echo1, echo2, echo3, client} {
+				b, _ := adminRaw(n.admin, "/members")
+				t.Logf("/members of %s: %s", n.admin, b)
+			}
+		}
+		return ok
 	})
 	t.Logf("(a) client routes to 3 echo endpoints %v after the last start-up", time.Since(start).Round(time.Millisecond))
 	if d := members(t, client.admin); d.Alive != 4 || !d.Joined || d.Failed != 0 {
@@ -400,4 +409,14 @@ func TestGossipMultiProcess(t *testing.T) {
 			d.Alive, d.Failed, d.Left, d.Members)
 	}
 	t.Logf("wall time %v (excluding the build)", time.Since(begin).Round(time.Millisecond))
+}
+
+func adminRaw(admin, path string) (string, error) {
+	resp, err := http.Get("http://" + admin + path)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
