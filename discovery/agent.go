@@ -289,6 +289,7 @@ func (a *Agent) joinLoop(ctx context.Context) {
 		if n > 0 {
 			a.joined.Store(true)
 			a.cfg.Logger.Info("joined the gossip pool", "contacted", n, "seeds", a.cfg.Join, "attempt", attempt)
+			a.settleSync(ctx)
 			return
 		}
 		a.cfg.Logger.Warn("gossip join failed; retrying", "seeds", a.cfg.Join, "attempt", attempt, "error", err)
@@ -302,6 +303,26 @@ func (a *Agent) joinLoop(ctx context.Context) {
 		backoff = min(backoff*2, 5*time.Second)
 	}
 }
+
+// settleSync exchanges full state with the seeds once more, a few seconds
+// after joining. Members that start together (a fleet, a compose file)
+// join while the pool is still forming, and an update gossiped in that
+// window (another member turning ready) can miss a member that was not
+// yet known to its sender; without this it would wait for the periodic
+// push/pull (15 s or more).
+func (a *Agent) settleSync(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(settleAfter):
+	}
+	if n, err := a.ml.Join(a.cfg.Join); n == 0 {
+		a.cfg.Logger.Debug("settle sync with the seeds failed", "error", err)
+	}
+}
+
+// settleAfter is how long after joining settleSync runs.
+const settleAfter = 3 * time.Second
 
 // reconnectLoop re-joins one random failed member, and every seed that is
 // not a live member, every ReconnectInterval. After a partition heals, the
