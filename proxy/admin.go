@@ -59,6 +59,8 @@ func (s *Sidecar) readiness() string {
 		return "listeners not started"
 	case s.agent != nil && !s.agent.Joined():
 		return "gossip join pending (retrying the seeds)"
+	case s.controlPlanePending():
+		return "waiting for the first configuration from the control plane"
 	}
 	return ""
 }
@@ -136,6 +138,7 @@ func (s *Sidecar) handleConfigDump(w http.ResponseWriter, r *http.Request) {
 		"bootstrap":       configPart{Version: partVersion(cfg), Source: source, Config: cfg},
 		"static_upstreams": configPart{Version: partVersion(upstreams), Source: source,
 			Config: map[string]any{"upstreams": upstreams, "tcpOutbound": tcp}},
+		"control_plane": s.xdsView(),
 	})
 }
 

@@ -59,6 +59,8 @@ var (
 	ErrTimeout            = &Error{Status: 504, Code: "timeout", GRPC: codes.DeadlineExceeded}
 	ErrMisdirected        = &Error{Status: 421, Code: "misdirected_request", GRPC: codes.Unimplemented}
 	ErrProtocolNotAllowed = &Error{Status: 400, Code: "bad_request", GRPC: codes.Unimplemented, Close: true}
+	// ErrNoRoute answers a request that no route of its service matches.
+	ErrNoRoute = &Error{Status: 404, Code: "no_route", GRPC: codes.Unimplemented}
 	// ErrFenced refuses a write on a side of a split without the quorum.
 	ErrFenced = &Error{Status: 503, Code: "fenced", GRPC: codes.Unavailable}
 	// ErrStaleEpoch refuses a write admitted under an epoch older than the
@@ -169,6 +171,10 @@ var (
 	errNoAuthority   = errors.New("the authority (Host) does not name a service")
 	errH2Refused     = errors.New("NUL in the path or '_' in a header name")
 )
+
+func errNoRoute(name string) error {
+	return fmt.Errorf("no route of service %q matches the request", name)
+}
 
 func errUnknownService(name string) error {
 	return fmt.Errorf("no endpoints known for service %q", name)

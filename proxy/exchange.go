@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/causeway-mesh/causeway/control/xdsclient"
 	"github.com/causeway-mesh/causeway/proxy/cluster"
 	"github.com/causeway-mesh/causeway/proxy/h1guard"
 )
@@ -24,6 +25,7 @@ type exchange struct {
 	src, dst string
 	service  *cluster.Service
 	endpoint *cluster.Endpoint
+	route    *xdsclient.Route // the control plane's matched route, or nil
 	body     *recordingBody
 }
 

@@ -101,15 +101,27 @@ func (s *Sidecar) route(ew *errorWriter, next http.Handler) http.Handler {
 			ew.write(w, r, ErrBadRequest.with(errNoAuthority))
 			return
 		}
-		svc := s.table.Load().Lookup(name)
+		target := name
+		if m := s.model.Load(); m != nil {
+			if ms, ok := m.Services[name]; ok && len(ms.Routes) > 0 {
+				rt := matchRoute(ms.Routes, r)
+				if rt == nil {
+					ew.write(w, r, ErrNoRoute.with(errNoRoute(name)))
+					return
+				}
+				ex.route = rt
+				target = pickBackend(rt.Backends)
+			}
+		}
+		svc := s.table.Load().Lookup(target)
 		if svc == nil {
-			ew.write(w, r, ErrNoHealthyUpstream.with(errUnknownService(name)))
+			ew.write(w, r, ErrNoHealthyUpstream.with(errUnknownService(target)))
 			return
 		}
-		ex.dst = name
+		ex.dst = target
 		ex.service = svc
 		if ex.endpoint = svc.Pick(nil); ex.endpoint == nil {
-			ew.write(w, r, ErrNoHealthyUpstream.with(errNoEndpoints(name)))
+			ew.write(w, r, ErrNoHealthyUpstream.with(errNoEndpoints(target)))
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/causeway-mesh/causeway/control/xdsclient"
 	"github.com/causeway-mesh/causeway/discovery"
 	"github.com/causeway-mesh/causeway/proxy/cluster"
 	"github.com/causeway-mesh/causeway/proxy/config"
@@ -110,28 +111,33 @@ func (s *Sidecar) onMembership(snap *discovery.Snapshot) {
 	defer s.reloadMu.Unlock()
 	s.discovered.Store(snap)
 	s.fence.SetLocal(gossipVerdict(snap))
-	s.table.Store(buildTable(s.cfg.Load(), snap, s.table.Load()))
+	s.table.Store(buildTable(s.cfg.Load(), snap, s.model.Load(), s.table.Load()))
 }
 
-// buildTable makes the routing table: discovered services, with static
-// upstreams replacing discovery for the services they name.
-func buildTable(cfg *config.Config, snap *discovery.Snapshot, prev *cluster.Table) *cluster.Table {
+// buildTable makes the routing table: static upstreams, then the gossip
+// view, then the control plane's endpoints, each for the services the ones
+// before it do not name (see xds.go).
+func buildTable(cfg *config.Config, snap *discovery.Snapshot, m *xdsclient.Model, prev *cluster.Table) *cluster.Table {
 	specs := make([]cluster.Spec, 0, len(cfg.Upstreams))
+	have := make(map[string]bool, len(cfg.Upstreams))
 	for name, u := range cfg.Upstreams {
 		specs = append(specs, cluster.Spec{Name: name, Policy: cluster.Policy(cfg.EffectiveLB(name)), Endpoints: u.Endpoints})
+		have[name] = true
 	}
 	if snap != nil {
 		for name, eps := range snap.Services {
-			if _, static := cfg.Upstreams[name]; static {
+			if have[name] {
 				continue
 			}
+			have[name] = true
 			addrs := make([]string, len(eps))
 			for i, e := range eps {
 				addrs[i] = e.Addr
 			}
-			specs = append(specs, cluster.Spec{Name: name, Policy: cluster.Policy(cfg.EffectiveLB(name)), Endpoints: addrs})
+			specs = append(specs, cluster.Spec{Name: name, Policy: modelLB(cfg, m, name), Endpoints: addrs})
 		}
 	}
+	specs = append(specs, modelSpecs(cfg, snap, m, have)...)
 	return cluster.Build(specs, prev)
 }
 

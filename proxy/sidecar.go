@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/causeway-mesh/causeway/control/xdsclient"
 	"github.com/causeway-mesh/causeway/discovery"
 	"github.com/causeway-mesh/causeway/proxy/cluster"
 	"github.com/causeway-mesh/causeway/proxy/config"
@@ -67,6 +68,11 @@ type Sidecar struct {
 	// Fencing: whether writes may pass, and which requests are writes.
 	fence  *fencing.Fence
 	writes atomic.Pointer[fencing.Policy]
+
+	// Control plane (nil xds: none configured); model is the applied
+	// configuration, nil before the first.
+	xds   *xdsclient.Client
+	model atomic.Pointer[xdsclient.Model]
 }
 
 // Option adjusts a Sidecar at construction.
@@ -97,7 +103,14 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Sidecar, err
 		o(s)
 	}
 	s.cfg.Store(cfg)
-	s.table.Store(buildTable(cfg, nil, nil))
+	s.table.Store(buildTable(cfg, nil, nil, nil))
+	if cfg.ControlPlane != "" {
+		c, err := s.newXDSClient(cfg)
+		if err != nil {
+			return nil, err
+		}
+		s.xds = c
+	}
 	s.fence = fencing.New(false)
 	s.writes.Store(&fencing.Policy{})
 	s.m.reg.MustRegister(
@@ -294,8 +307,19 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 	} else {
 		close(agentDone)
 	}
+	xdsDone := make(chan struct{})
+	if s.xds != nil {
+		go func() {
+			defer close(xdsDone)
+			_ = s.xds.Run(agentCtx)
+		}()
+	} else {
+		close(xdsDone)
+	}
 	s.serving.Store(true)
-	s.setAdvertisedReady(true)
+	if !s.controlPlanePending() {
+		s.setAdvertisedReady(true)
+	}
 	s.log.Info("sidecar serving", "node", cfg.NodeID, "listeners", s.Addrs(), "app", cfg.App, "appProtocol", cfg.AppProtocol)
 
 	var runErr error
@@ -343,6 +367,7 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 	// Leave the gossip pool: every other member drops this one at once.
 	stopAgent()
 	<-agentDone
+	<-xdsDone
 	// Phase 3: the admin and health listeners go last, so /ready keeps
 	// answering 503 throughout the drain.
 	_ = s.health.Shutdown(sctx)
@@ -427,7 +452,7 @@ func (s *Sidecar) Reload(next *config.Config) error {
 		applied.Listeners, applied.Limits, applied.TCPOutbound = cur.Listeners, cur.Limits, cur.TCPOutbound
 		applied.Gossip, applied.Zone, applied.AppVersion, applied.Weight = cur.Gossip, cur.Zone, cur.AppVersion, cur.Weight
 	}
-	s.table.Store(buildTable(&applied, s.discovered.Load(), s.table.Load()))
+	s.table.Store(buildTable(&applied, s.discovered.Load(), s.model.Load(), s.table.Load()))
 	s.cfg.Store(&applied)
 	s.loadedAt.Store(time.Now())
 	gen := s.generation.Add(1)

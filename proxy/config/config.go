@@ -83,6 +83,13 @@ type Config struct {
 	// discovers every service's endpoints.
 	Gossip Gossip `json:"gossip"`
 
+	// ControlPlane is the control plane's xDS HOST:PORT. When set, the
+	// sidecar takes routes, policies and (for services its own gossip view
+	// does not know) endpoints from it, keeps the last configuration while
+	// it is away, and is not ready before the first one is applied.
+	// Default: none.
+	ControlPlane string `json:"controlPlane,omitempty"`
+
 	// Zone, AppVersion and Weight are advertised to the mesh with this
 	// instance (locality, version for canaries, relative traffic share).
 	Zone       string `json:"zone,omitempty"`
@@ -372,6 +379,9 @@ func (c *Config) Validate() error {
 	}
 	if strings.ContainsAny(c.Gossip.Advertise, " /:") && net.ParseIP(c.Gossip.Advertise) == nil {
 		v.add("gossip.advertise", "%q: want a host name or IP address, without a port", c.Gossip.Advertise)
+	}
+	if c.ControlPlane != "" {
+		v.addr("controlPlane", c.ControlPlane, false)
 	}
 	if c.Weight < 1 || c.Weight > 10000 {
 		v.add("weight", "%d: want 1..10000", c.Weight)

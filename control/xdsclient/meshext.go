@@ -1,0 +1,261 @@
+package xdsclient
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// MeshExtensionName is the name of the TypedExtensionConfig that carries
+// Causeway's own policy (see the package documentation for its shape).
+const MeshExtensionName = "causeway.mesh"
+
+// MetadataKey is the FilterMetadata key of Causeway's metadata on clusters
+// and endpoints.
+const MetadataKey = "causeway"
+
+// FaultPolicy injects delays and aborts into a route's requests.
+type FaultPolicy struct {
+	// DelayPercent of requests (0–100) are delayed by Delay.
+	DelayPercent float64  `json:"delayPercent"`
+	Delay        Duration `json:"delay"`
+	// AbortPercent of requests (0–100) fail at once with AbortStatus (HTTP)
+	// or, for gRPC requests, AbortGRPCStatus.
+	AbortPercent    float64 `json:"abortPercent"`
+	AbortStatus     int     `json:"abortStatus"`
+	AbortGRPCStatus int     `json:"abortGrpcStatus"`
+}
+
+// RateLimit is a token bucket per route and sidecar.
+type RateLimit struct {
+	// PerSecond is the refill rate (> 0).
+	PerSecond float64 `json:"perSecond"`
+	// Burst is the bucket size (≥ 1).
+	Burst int `json:"burst"`
+}
+
+// FencingPolicy is reserved for write fencing. It has no fields yet, so the
+// only accepted value is {} (or absence); any key is an error, which keeps
+// a newer control plane from being silently half-understood.
+type FencingPolicy struct{}
+
+// ClockSettings is reserved for the logical-clock settings. Like
+// FencingPolicy, only {} is accepted for now.
+type ClockSettings struct{}
+
+// Duration is a time.Duration written as a Go duration string ("100ms") in
+// JSON. Negative values are rejected.
+type Duration time.Duration
+
+// UnmarshalJSON parses a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want a duration string such as \"100ms\", got %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if v < 0 {
+		return fmt.Errorf("duration %q is negative", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes the duration as a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// meshPolicy is the decoded causeway.mesh extension.
+type meshPolicy struct {
+	Services map[string]meshService
+	Fencing  FencingPolicy
+	Clock    ClockSettings
+}
+
+type meshService struct {
+	Routes  map[string]meshRoute
+	Fencing FencingPolicy
+}
+
+type meshRoute struct {
+	Fault     *FaultPolicy `json:"fault"`
+	RateLimit *RateLimit   `json:"rateLimit"`
+}
+
+// decodeMeshPolicy decodes and checks the causeway.mesh Struct. Errors name
+// the JSON path of the offending key.
+func decodeMeshPolicy(st *structpb.Struct) (meshPolicy, error) {
+	var top struct {
+		Services map[string]json.RawMessage `json:"services"`
+		Fencing  json.RawMessage            `json:"fencing"`
+		Clock    json.RawMessage            `json:"clock"`
+	}
+	out := meshPolicy{Services: map[string]meshService{}}
+	if err := decodeStruct(st, &top); err != nil {
+		return out, err
+	}
+	if err := decodeRaw(top.Fencing, &out.Fencing); err != nil {
+		return out, fmt.Errorf("fencing: %w", err)
+	}
+	if err := decodeRaw(top.Clock, &out.Clock); err != nil {
+		return out, fmt.Errorf("clock: %w", err)
+	}
+	for _, svcName := range sortedKeys(top.Services) {
+		var svc struct {
+			Routes  map[string]json.RawMessage `json:"routes"`
+			Fencing json.RawMessage            `json:"fencing"`
+		}
+		path := "services." + svcName
+		if err := decodeRaw(top.Services[svcName], &svc); err != nil {
+			return out, fmt.Errorf("%s: %w", path, err)
+		}
+		ms := meshService{Routes: map[string]meshRoute{}}
+		if err := decodeRaw(svc.Fencing, &ms.Fencing); err != nil {
+			return out, fmt.Errorf("%s.fencing: %w", path, err)
+		}
+		for _, routeName := range sortedKeys(svc.Routes) {
+			rpath := path + ".routes." + routeName
+			var mr meshRoute
+			if err := decodeRaw(svc.Routes[routeName], &mr); err != nil {
+				return out, fmt.Errorf("%s: %w", rpath, err)
+			}
+			if err := checkFault(mr.Fault); err != nil {
+				return out, fmt.Errorf("%s.fault.%w", rpath, err)
+			}
+			if err := checkRateLimit(mr.RateLimit); err != nil {
+				return out, fmt.Errorf("%s.rateLimit.%w", rpath, err)
+			}
+			ms.Routes[routeName] = mr
+		}
+		out.Services[svcName] = ms
+	}
+	return out, nil
+}
+
+func checkFault(f *FaultPolicy) error {
+	if f == nil {
+		return nil
+	}
+	if err := checkPercent("delayPercent", f.DelayPercent); err != nil {
+		return err
+	}
+	if err := checkPercent("abortPercent", f.AbortPercent); err != nil {
+		return err
+	}
+	if f.DelayPercent > 0 && f.Delay == 0 {
+		return errors.New("delay: must be > 0 when delayPercent is set")
+	}
+	if f.AbortStatus != 0 && (f.AbortStatus < 200 || f.AbortStatus > 599) {
+		return fmt.Errorf("abortStatus: %d is not an HTTP status in [200, 599]", f.AbortStatus)
+	}
+	if f.AbortGRPCStatus < 0 || f.AbortGRPCStatus > 16 {
+		return fmt.Errorf("abortGrpcStatus: %d is not a gRPC status code in [0, 16]", f.AbortGRPCStatus)
+	}
+	if f.AbortPercent > 0 && f.AbortStatus == 0 && f.AbortGRPCStatus == 0 {
+		return errors.New("abortStatus: abortPercent is set but neither abortStatus nor abortGrpcStatus is")
+	}
+	return nil
+}
+
+func checkRateLimit(r *RateLimit) error {
+	if r == nil {
+		return nil
+	}
+	if !(r.PerSecond > 0) || math.IsInf(r.PerSecond, 0) {
+		return fmt.Errorf("perSecond: must be > 0, got %v", r.PerSecond)
+	}
+	if r.Burst < 1 {
+		return fmt.Errorf("burst: must be ≥ 1, got %d", r.Burst)
+	}
+	return nil
+}
+
+func checkPercent(field string, v float64) error {
+	if v < 0 || v > 100 || math.IsNaN(v) {
+		return fmt.Errorf("%s: %v is outside [0, 100]", field, v)
+	}
+	return nil
+}
+
+// clusterMetadata is the causeway FilterMetadata of a Cluster.
+type clusterMetadata struct {
+	Breaker *struct {
+		ConsecutiveFailures uint32   `json:"consecutiveFailures"`
+		FailureRatio        float64  `json:"failureRatio"`
+		MinRequests         uint32   `json:"minRequests"`
+		Window              Duration `json:"window"`
+		OpenFor             Duration `json:"openFor"`
+		HalfOpenProbes      uint32   `json:"halfOpenProbes"`
+	} `json:"breaker"`
+	RetryBudget *struct {
+		MinPerSecond float64  `json:"minPerSecond"`
+		Window       Duration `json:"window"`
+	} `json:"retryBudget"`
+}
+
+// endpointMetadata is the causeway FilterMetadata of an LbEndpoint.
+type endpointMetadata struct {
+	Node    string `json:"node"`
+	Version string `json:"version"`
+}
+
+// decodeStruct decodes a Struct into out strictly: unknown keys, wrong
+// types and fractional numbers for integer fields are errors.
+func decodeStruct(st *structpb.Struct, out any) error {
+	if st == nil {
+		return nil
+	}
+	b, err := protojson.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return decodeRaw(b, out)
+}
+
+func decodeRaw(b json.RawMessage, out any) error {
+	if len(bytes.TrimSpace(b)) == 0 || bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(out); err != nil {
+		return cleanJSONError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("trailing data after the JSON object")
+	}
+	return nil
+}
+
+// cleanJSONError turns encoding/json's messages into ones that name the key.
+func cleanJSONError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		if te.Field != "" {
+			return fmt.Errorf("%s: cannot use JSON %s as %s", te.Field, te.Value, te.Type)
+		}
+		return fmt.Errorf("cannot use JSON %s as %s", te.Value, te.Type)
+	}
+	return err
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
