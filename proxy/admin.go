@@ -32,6 +32,7 @@ func (s *Sidecar) adminMux() *http.ServeMux {
 	mux.HandleFunc("GET /clusters", s.handleClusters)
 	mux.HandleFunc("GET /members", s.handleMembers)
 	mux.HandleFunc("GET /fencing", s.handleFencing)
+	mux.HandleFunc("GET /clock", s.handleClock)
 	mux.HandleFunc("GET /gossip/keys", s.handleGossipKeys)
 	mux.HandleFunc("POST /gossip/keys", s.handleGossipKeys)
 	// Go profiling (CPU, heap, goroutines), on the loopback admin port only.

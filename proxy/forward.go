@@ -139,7 +139,10 @@ func (s *Sidecar) forwardOutbound(ew *errorWriter) http.Handler {
 		pr.SetXForwarded()
 		pr.Out.Header[HeaderSource] = []string{s.service}
 	}
-	rp.ModifyResponse = closeOnRefusedUpgrade
+	rp.ModifyResponse = func(resp *http.Response) error {
+		s.mergeResponseClock(resp)
+		return closeOnRefusedUpgrade(resp)
+	}
 	return s.bodyRecorder(rp)
 }
 
@@ -159,6 +162,7 @@ func (s *Sidecar) forwardInbound(ew *errorWriter) http.Handler {
 	}
 	rp.ModifyResponse = func(resp *http.Response) error {
 		delete(resp.Header, "X-Mesh-Error")
+		s.stampResponse(resp)
 		return closeOnRefusedUpgrade(resp)
 	}
 	return s.bodyRecorder(rp)

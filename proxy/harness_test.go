@@ -65,7 +65,13 @@ func (r *runningSidecar) stop(t testing.TB) error {
 // startSidecar builds, binds and serves cfg until the test ends.
 func startSidecar(t testing.TB, cfg *config.Config) *runningSidecar {
 	t.Helper()
-	s, err := New(cfg, testLogger())
+	return startSidecarWith(t, cfg)
+}
+
+// startSidecarWith is startSidecar with construction options.
+func startSidecarWith(t testing.TB, cfg *config.Config, opts ...Option) *runningSidecar {
+	t.Helper()
+	s, err := New(cfg, testLogger(), opts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -28,6 +28,7 @@ type metrics struct {
 	reloads   *prometheus.CounterVec   // result
 
 	fencedWrites *prometheus.CounterVec // where: outbound, inbound, stale_epoch
+	clockErrors  *prometheus.CounterVec // kind: malformed, jump, clock
 
 	sources labelSet // inbound source_service values seen
 }
@@ -76,10 +77,13 @@ func newMetrics() *metrics {
 		fencedWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mesh_fenced_writes_total", Help: "Writes refused by fencing: while fenced (outbound, inbound) or under a stale epoch.",
 		}, []string{"where"}),
+		clockErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_clock_header_errors_total", Help: "Logical-clock headers ignored (malformed, implausible jump) and clock failures.",
+		}, []string{"kind"}),
 		sources: labelSet{max: 256},
 	}
 	reg.MustRegister(m.requests, m.duration, m.errors, m.rejected, m.active, m.accepted,
-		m.upConns, m.upDials, m.h2Resets, m.tcpActive, m.reloads, m.fencedWrites)
+		m.upConns, m.upDials, m.h2Resets, m.tcpActive, m.reloads, m.fencedWrites, m.clockErrors)
 	return m
 }
 

@@ -24,6 +24,8 @@ import (
 	"github.com/causeway-mesh/causeway/proxy/config"
 	"github.com/causeway-mesh/causeway/proxy/fencing"
 	"github.com/causeway-mesh/causeway/proxy/h1client"
+	"github.com/causeway-mesh/causeway/tracing"
+	"github.com/causeway-mesh/causeway/tracing/clock"
 )
 
 // Sidecar is one running proxy. Create it with New, bind with Listen, then
@@ -69,6 +71,10 @@ type Sidecar struct {
 	fence  *fencing.Fence
 	writes atomic.Pointer[fencing.Policy]
 
+	// Tracing (nil tracer: off) and this node's logical clocks.
+	tracer *tracing.Provider
+	clock  *clock.Clock
+
 	// Control plane (nil xds: none configured); model is the applied
 	// configuration, nil before the first.
 	xds   *xdsclient.Client
@@ -104,6 +110,11 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Sidecar, err
 	}
 	s.cfg.Store(cfg)
 	s.table.Store(buildTable(cfg, nil, nil, nil))
+	ck, err := clock.New(clock.Config{NodeID: cfg.NodeID, DataDir: cfg.DataDir})
+	if err != nil {
+		return nil, fmt.Errorf("logical clock: %w", err)
+	}
+	s.clock = ck
 	if cfg.ControlPlane != "" {
 		c, err := s.newXDSClient(cfg)
 		if err != nil {

@@ -23,6 +23,10 @@ func (s *Sidecar) outboundStack() http.Handler {
 	//    listener (HTTP/1.1 for upgrades), via ReverseProxy.Rewrite, which
 	//    strips hop-by-hop and client-sent X-Forwarded-* before our rewrite.
 	h = s.forwardOutbound(ew)
+	// 4b. Trace: client span (joining the app's trace) and this node's
+	//     logical clocks stamped on the request; the responder's clocks
+	//     are merged from the response (forwardOutbound).
+	h = s.traceOutbound(h)
 	// 4. Route: authority → service → endpoint (balancer). Unknown service
 	//    or no endpoint answers 503 no_healthy_upstream without forwarding.
 	h = s.route(ew, h)
@@ -55,6 +59,10 @@ func (s *Sidecar) inboundStack() http.Handler {
 	//     writes admitted under an epoch older than the newest known are
 	//     refused as stale; nothing refused reaches the app.
 	h = s.fenceInbound(ew, h)
+	// 3c. Trace: merge the caller's clocks, server span, stamp the request
+	//     to the app (and, in forwardInbound, the response returned).
+	//     After fencing, so refused writes leave the clock untouched.
+	h = s.traceInbound(h)
 	// 3. Peer headers: read the caller's service for metrics, then remove
 	//    mesh-internal headers the app must not rely on (unauthenticated
 	//    until mutual TLS).

@@ -26,6 +26,7 @@ import (
 
 	"github.com/causeway-mesh/causeway/proxy"
 	"github.com/causeway-mesh/causeway/proxy/config"
+	"github.com/causeway-mesh/causeway/tracing"
 )
 
 func main() {
@@ -57,7 +58,28 @@ func run(args []string, env func(string) (string, bool), stdout, stderr io.Write
 	level.Set(parseLevel(cfg.Log.Level))
 	logger := newLogger(stderr, cfg.Log.Format, level)
 
-	s, err := proxy.New(cfg, logger, proxy.WithConfigFile(loaded.File))
+	// Tracing is configured by the standard OTEL_* variables; without an
+	// exporter endpoint it is off.
+	tcfg, err := tracing.ConfigFromEnv(tracing.LookupFunc(env))
+	if err != nil {
+		fmt.Fprintln(stderr, "sidecar: invalid OpenTelemetry configuration:", err)
+		return 2
+	}
+	tracer, err := tracing.New(context.Background(), tcfg, tracing.Options{DefaultServiceName: cfg.Service, NodeID: cfg.NodeID})
+	if err != nil {
+		fmt.Fprintln(stderr, "sidecar: tracing:", err)
+		return 2
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tracer.Shutdown(sctx) // flushes the spans still queued
+	}()
+	if tracer.Enabled() {
+		logger.Info("tracing on", "endpoint", tcfg.Endpoint, "protocol", tcfg.Protocol)
+	}
+
+	s, err := proxy.New(cfg, logger, proxy.WithConfigFile(loaded.File), proxy.WithTracing(tracer))
 	if err != nil {
 		logger.Error("cannot build sidecar", "error", err)
 		return 1

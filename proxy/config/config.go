@@ -83,6 +83,12 @@ type Config struct {
 	// discovers every service's endpoints.
 	Gossip Gossip `json:"gossip"`
 
+	// DataDir holds what the sidecar keeps across restarts (the Lamport
+	// clock's high-water mark). Default: none, in which case the Lamport
+	// clock restarts at 0 (vector-clock entries are still never reused:
+	// each start is a new incarnation).
+	DataDir string `json:"dataDir,omitempty"`
+
 	// ControlPlane is the control plane's xDS HOST:PORT. When set, the
 	// sidecar takes routes, policies and (for services its own gossip view
 	// does not know) endpoints from it, keeps the last configuration while

@@ -277,6 +277,7 @@ func newFlagSet(cfg *Config, file *string, out io.Writer) *pflag.FlagSet {
 	fs.StringSliceVar(&cfg.Gossip.Join, "join", cfg.Gossip.Join, "seed members' gossip HOST:PORT, comma-separated; retried until one answers")
 	fs.StringVar(&cfg.Gossip.KeyFile, "gossip-key-file", cfg.Gossip.KeyFile, "gossip keyring file: base64 keys, one per line, first encrypts (or MESH_GOSSIP_KEY)")
 	fs.StringVar(&cfg.Gossip.Label, "gossip-label", cfg.Gossip.Label, "cluster label: pools with different labels cannot talk")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for state kept across restarts (the Lamport clock's high-water mark)")
 	fs.StringVar(&cfg.ControlPlane, "control-plane", cfg.ControlPlane, "control plane xDS HOST:PORT (routes, policies, endpoints)")
 	fs.StringVar(&cfg.Zone, "zone", cfg.Zone, "locality advertised with this instance")
 	fs.StringVar(&cfg.AppVersion, "app-version", cfg.AppVersion, "the app's version, advertised with this instance")
