@@ -1,0 +1,124 @@
+// Command controlplane is Causeway's control plane: it serves policy to
+// the sidecars over xDS, keeps policy in an embedded store and answers
+// the HTTP API that meshctl uses.
+//
+//	controlplane [--xds :18000] [--api :18080] [--data-dir ./causeway-data]
+//	             [--gossip HOST:PORT --join HOST:PORT,...] [--config FILE]
+//	controlplane version
+//	controlplane healthcheck [--api HOST:PORT]
+//
+// Flags, MESH_* environment variables and a YAML file (--config) set the
+// configuration, in that order of precedence; see `controlplane --help`.
+// The first start creates the API token in DATA_DIR/api-token (mode 0600)
+// and logs where it is; the token itself is never logged.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/causeway-mesh/causeway/control/plane"
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, env func(string) (string, bool), stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			fmt.Fprintln(stdout, "controlplane", version())
+			return 0
+		case "healthcheck":
+			return healthcheck(args[1:], env, stderr)
+		}
+	}
+	cfg, err := plane.Load(args, env, stderr)
+	if errors.Is(err, plane.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "controlplane: invalid configuration:", err)
+		return 2
+	}
+	logger := newLogger(stderr, cfg.Log.Format, parseLevel(cfg.Log.Level))
+	p, err := plane.New(*cfg, logger)
+	if err != nil {
+		logger.Error("cannot start the control plane", "error", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := p.Run(ctx); err != nil {
+		logger.Error("control plane failed", "error", err)
+		return 1
+	}
+	return 0
+}
+
+// healthcheck exits 0 when the control plane's /healthz answers 200.
+func healthcheck(args []string, env func(string) (string, bool), stderr io.Writer) int {
+	def := plane.Default().API
+	if v, ok := env(plane.EnvName("api")); ok {
+		def = v
+	}
+	fs := pflag.NewFlagSet("healthcheck", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("api", def, "the control plane's API listener")
+	timeout := fs.Duration("timeout", 2*time.Second, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		if !errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprintln(stderr, "controlplane healthcheck:", err)
+		}
+		return 2
+	}
+	host, port, err := net.SplitHostPort(*addr)
+	if err != nil {
+		fmt.Fprintln(stderr, "healthcheck:", err)
+		return 2
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	client := &http.Client{Timeout: *timeout}
+	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/healthz")
+	if err != nil {
+		fmt.Fprintln(stderr, "healthcheck:", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		fmt.Fprintf(stderr, "healthcheck: %s %s", resp.Status, body)
+		return 1
+	}
+	return 0
+}
+
+func parseLevel(s string) slog.Level {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(s))
+	return l
+}
+
+func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func version() string { return "dev" }

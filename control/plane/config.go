@@ -1,0 +1,275 @@
+package plane
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"sigs.k8s.io/yaml"
+)
+
+// EnvPrefix prefixes every flag's environment variable: --data-dir is
+// MESH_DATA_DIR.
+const EnvPrefix = "MESH_"
+
+// EnvName is the environment variable that sets flag name.
+func EnvName(flag string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// GossipOff disables the gossip watcher.
+const GossipOff = "off"
+
+// Config is the control plane's configuration. The YAML file uses the
+// json field names.
+type Config struct {
+	// XDS is the gRPC ADS listener. Default ":18000".
+	XDS string `json:"xds"`
+	// API is the HTTP API listener. Default ":18080".
+	API string `json:"api"`
+	// DataDir holds the policy database and the API token file. Default
+	// "./causeway-data".
+	DataDir string `json:"dataDir"`
+	// NodeName is the control plane's gossip member name. Default
+	// "controlplane-HOSTNAME".
+	NodeName string `json:"nodeName"`
+	// Gossip is the gossip HOST:PORT, or "off" (then the control plane
+	// knows only the services of connected sidecars and named by
+	// policy, with no endpoints). Default "off".
+	Gossip string `json:"gossip"`
+	// Join lists gossip seeds (sidecars' gossip HOST:PORT).
+	Join []string `json:"join"`
+	// GossipLabel must match the sidecars' --gossip-label.
+	GossipLabel string `json:"gossipLabel"`
+	// Debounce and DebounceMax bound how xDS pushes coalesce. Defaults
+	// 100ms and 1s.
+	Debounce    Duration `json:"debounce"`
+	DebounceMax Duration `json:"debounceMax"`
+	// ShutdownTimeout bounds the graceful stop. Default 10s.
+	ShutdownTimeout Duration `json:"shutdownTimeout"`
+	Log             Log      `json:"log"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `json:"level"`  // debug, info, warn or error; default info
+	Format string `json:"format"` // text or json; default text
+}
+
+// Duration is a time.Duration written as a Go duration string.
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON accepts a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return errors.New(`want a duration string such as "100ms"`)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q", s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalJSON writes a duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// Default returns the defaults.
+func Default() Config {
+	return Config{
+		XDS: ":18000", API: ":18080", DataDir: "./causeway-data", Gossip: GossipOff,
+		Debounce: Duration{100 * time.Millisecond}, DebounceMax: Duration{time.Second},
+		ShutdownTimeout: Duration{10 * time.Second},
+		Log:             Log{Level: "info", Format: "text"},
+	}
+}
+
+// Validate checks every field and returns all problems, each naming its
+// field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	hostPort := func(field, v string) {
+		if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+			bad(field, "%q: want HOST:PORT", v)
+		}
+	}
+	hostPort("xds", c.XDS)
+	hostPort("api", c.API)
+	if c.DataDir == "" {
+		bad("dataDir", "required")
+	}
+	if c.Gossip != GossipOff {
+		hostPort("gossip", c.Gossip)
+	}
+	for i, j := range c.Join {
+		hostPort(fmt.Sprintf("join[%d]", i), j)
+	}
+	if len(c.Join) > 0 && c.Gossip == GossipOff {
+		bad("join", "given, but gossip is off; set --gossip HOST:PORT")
+	}
+	if c.Debounce.Duration <= 0 {
+		bad("debounce", "must be greater than 0")
+	}
+	if c.DebounceMax.Duration < c.Debounce.Duration {
+		bad("debounceMax", "must be at least debounce (%v)", c.Debounce.Duration)
+	}
+	if c.ShutdownTimeout.Duration <= 0 {
+		bad("shutdownTimeout", "must be greater than 0")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q: want debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "%q: want text or json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+// DecodeFile strictly decodes YAML over cfg: unknown keys, duplicates and
+// wrong types are errors naming the field.
+func DecodeFile(data []byte, cfg *Config) error {
+	js, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return err
+	}
+	var raw any
+	if err := json.Unmarshal(js, &raw); err != nil {
+		return err
+	}
+	if err := exactKeys(raw, reflect.TypeFor[Config](), ""); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(cfg); err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "json: "))
+	}
+	return nil
+}
+
+// exactKeys refuses keys that match a field only without regard to case
+// (encoding/json would accept "xDS" for "xds" and silently let a second
+// spelling win).
+func exactKeys(v any, t reflect.Type, path string) error {
+	m, ok := v.(map[string]any)
+	if !ok || t.Kind() != reflect.Struct {
+		return nil
+	}
+	fields := map[string]reflect.Type{}
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		fields[name] = f.Type
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		ft, ok := fields[k]
+		if !ok {
+			return fmt.Errorf("%s%s: unknown field", path, k)
+		}
+		if err := exactKeys(m[k], ft, path+k+"."); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ErrHelp is returned by Load when -h or --help was given.
+var ErrHelp = pflag.ErrHelp
+
+// Load builds the configuration from, in increasing precedence: defaults,
+// the YAML file (--config or MESH_CONFIG), MESH_* variables, flags.
+func Load(args []string, lookupEnv func(string) (string, bool), out io.Writer) (*Config, error) {
+	scratch := Default()
+	var file string
+	fs := newFlagSet(&scratch, &file, out)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if !fs.Changed("config") {
+		if v, ok := lookupEnv(EnvName("config")); ok {
+			file = v
+		}
+	}
+	cfg := Default()
+	if file != "" {
+		data, err := os.ReadFile(file) //nolint:gosec // the operator names the file
+		if err != nil {
+			return nil, err
+		}
+		if err := DecodeFile(data, &cfg); err != nil {
+			return nil, fmt.Errorf("%s: %w", file, err)
+		}
+	}
+	var unused string
+	fs2 := newFlagSet(&cfg, &unused, io.Discard)
+	var errs []error
+	fs2.VisitAll(func(f *pflag.Flag) {
+		if fs.Changed(f.Name) || f.Name == "config" {
+			return
+		}
+		if v, ok := lookupEnv(EnvName(f.Name)); ok {
+			if err := fs2.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", EnvName(f.Name), err))
+			}
+		}
+	})
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if err := fs2.Parse(args); err != nil {
+		return nil, err
+	}
+	if cfg.NodeName == "" {
+		host, _ := os.Hostname()
+		cfg.NodeName = "controlplane-" + host
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func newFlagSet(cfg *Config, file *string, out io.Writer) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("controlplane", pflag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.SortFlags = false
+	fs.StringVar(file, "config", "", "YAML configuration file (flags and MESH_* variables override it)")
+	fs.StringVar(&cfg.XDS, "xds", cfg.XDS, "xDS (gRPC ADS, SotW and delta) listener HOST:PORT")
+	fs.StringVar(&cfg.API, "api", cfg.API, "HTTP API listener HOST:PORT")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the policy database and the API token file (api-token)")
+	fs.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "gossip member name (default controlplane-HOSTNAME)")
+	fs.StringVar(&cfg.Gossip, "gossip", cfg.Gossip, `gossip HOST:PORT to watch the mesh's membership, or "off"`)
+	fs.StringSliceVar(&cfg.Join, "join", cfg.Join, "gossip seeds HOST:PORT, comma-separated")
+	fs.StringVar(&cfg.GossipLabel, "gossip-label", cfg.GossipLabel, "gossip cluster label (must match the sidecars')")
+	fs.DurationVar(&cfg.Debounce.Duration, "debounce", cfg.Debounce.Duration, "push once changes have been quiet this long")
+	fs.DurationVar(&cfg.DebounceMax.Duration, "debounce-max", cfg.DebounceMax.Duration, "push at most this long after the first change")
+	fs.DurationVar(&cfg.ShutdownTimeout.Duration, "shutdown-timeout", cfg.ShutdownTimeout.Duration, "graceful stop deadline")
+	fs.StringVar(&cfg.Log.Level, "log-level", cfg.Log.Level, "debug, info, warn or error")
+	fs.StringVar(&cfg.Log.Format, "log-format", cfg.Log.Format, "text or json")
+	return fs
+}

@@ -1,0 +1,73 @@
+package translate
+
+import (
+	"fmt"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/causeway-mesh/causeway/control/policy"
+)
+
+// meshConfig builds the causeway.mesh Struct (shape in the package doc).
+type meshConfig struct {
+	services map[string]any
+	fencing  map[string]any
+}
+
+func newMeshConfig() *meshConfig {
+	return &meshConfig{services: map[string]any{}, fencing: map[string]any{}}
+}
+
+func (m *meshConfig) addService(s string, routes []routeExtension, fencing *policy.FencingPolicySpec) {
+	rs := map[string]any{}
+	for _, r := range routes {
+		entry := map[string]any{}
+		if f := r.rule.Fault; f != nil {
+			fault := map[string]any{}
+			if d := f.Delay; d != nil {
+				fault["delayPercent"] = d.Percent
+				fault["delay"] = d.Duration.String()
+			}
+			if a := f.Abort; a != nil {
+				fault["abortPercent"] = a.Percent
+				if a.HTTPStatus != 0 {
+					fault["abortStatus"] = float64(a.HTTPStatus)
+				}
+				if a.GRPCStatus != nil {
+					fault["abortGrpcStatus"] = float64(*a.GRPCStatus)
+				}
+			}
+			entry["fault"] = fault
+		}
+		if rl := r.rule.RateLimit; rl != nil {
+			entry["rateLimit"] = map[string]any{"perSecond": rl.PerSecond, "burst": float64(rl.Burst)}
+		}
+		rs[r.name] = entry
+	}
+	m.services[s] = map[string]any{"routes": rs, "fencing": fencingEntry(fencing)}
+}
+
+func (m *meshConfig) setMeshFencing(f *policy.FencingPolicySpec) { m.fencing = fencingEntry(f) }
+
+// fencingEntry is a service's or the mesh's "fencing" object. The key
+// exists now and stays empty: the fields are defined with fencing
+// enforcement (a later change), which fills them from FencingPolicy.
+func fencingEntry(*policy.FencingPolicySpec) map[string]any { return map[string]any{} }
+
+func (m *meshConfig) extension() (*corev3.TypedExtensionConfig, error) {
+	st, err := structpb.NewStruct(map[string]any{
+		"services": m.services,
+		"fencing":  m.fencing,
+		"clock":    map[string]any{},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ExtensionName, err)
+	}
+	a, err := anypb.New(st)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ExtensionName, err)
+	}
+	return &corev3.TypedExtensionConfig{Name: ExtensionName, TypedConfig: a}, nil
+}
