@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/causeway-mesh/causeway/proxy/cluster"
+	"github.com/causeway-mesh/causeway/resilience"
 )
 
 // Admin API (PRODUCT.md, Admin API). The admin listener (loopback by
@@ -150,14 +153,26 @@ type clusterView struct {
 	Endpoints    any    `json:"endpoints"`
 }
 
+// endpointView is one endpoint in /clusters: balancer figures, and the
+// circuit breaker and outlier-ejection state (absent before any request).
+type endpointView struct {
+	cluster.Stats
+	Resilience *resilience.EndpointSnapshot `json:"resilience,omitempty"`
+}
+
 func (s *Sidecar) handleClusters(w http.ResponseWriter, r *http.Request) {
 	t := s.table.Load()
+	health := s.endpoints.Snapshot()
 	out := []clusterView{}
 	for _, name := range t.Names() {
 		svc := t.Lookup(name)
+		byAddr := map[string]*resilience.EndpointSnapshot{}
+		for i, h := range health[name] {
+			byAddr[h.Address] = &health[name][i]
+		}
 		eps := make([]any, 0, len(svc.Endpoints))
 		for _, e := range svc.Endpoints {
-			eps = append(eps, e.Stats())
+			eps = append(eps, endpointView{Stats: e.Stats(), Resilience: byAddr[e.Addr]})
 		}
 		out = append(out, clusterView{Name: name, LoadBalancer: string(svc.Policy), Endpoints: eps})
 	}

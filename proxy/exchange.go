@@ -11,6 +11,7 @@ import (
 	"github.com/causeway-mesh/causeway/control/xdsclient"
 	"github.com/causeway-mesh/causeway/proxy/cluster"
 	"github.com/causeway-mesh/causeway/proxy/h1guard"
+	"github.com/causeway-mesh/causeway/resilience"
 )
 
 // exchange is what the layers of one request share: created by the
@@ -24,8 +25,8 @@ type exchange struct {
 	status   int // final status written, 0 until then
 	src, dst string
 	service  *cluster.Service
-	endpoint *cluster.Endpoint
-	route    *xdsclient.Route // the control plane's matched route, or nil
+	route    *xdsclient.Route  // the control plane's matched route, or nil
+	policy   resilience.Policy // resilience settings of the target service and route
 	body     *recordingBody
 }
 

@@ -120,21 +120,22 @@ func (s *Sidecar) route(ew *errorWriter, next http.Handler) http.Handler {
 		}
 		ex.dst = target
 		ex.service = svc
-		if ex.endpoint = svc.Pick(nil); ex.endpoint == nil {
+		if len(svc.Endpoints) == 0 {
 			ew.write(w, r, ErrNoHealthyUpstream.with(errNoEndpoints(target)))
 			return
 		}
+		ex.policy = applyRoute(s.pols.Load().lookup(target), ex.route)
 		next.ServeHTTP(w, r)
 	})
 }
 
 // forwardOutbound proxies to the exchange's endpoint over the mesh hop.
 func (s *Sidecar) forwardOutbound(ew *errorWriter) http.Handler {
-	rp := s.reverseProxy(ew, &endpointTransport{next: s.meshTransport})
+	rp := s.reverseProxy(ew, &resilientTransport{s: s, next: s.meshTransport})
 	rp.Rewrite = func(pr *httputil.ProxyRequest) {
 		ex := exchangeFrom(pr.In.Context())
 		pr.Out.URL.Scheme = "http"
-		pr.Out.URL.Host = ex.endpoint.Addr
+		pr.Out.URL.Host = ex.dst // each attempt sets its endpoint's address
 		pr.Out.Host = pr.In.Host
 		pr.SetXForwarded()
 		pr.Out.Header[HeaderSource] = []string{s.service}
@@ -220,18 +221,6 @@ func (s *Sidecar) reverseProxy(ew *errorWriter, rt http.RoundTripper) *httputil.
 			}
 		},
 	}
-}
-
-// endpointTransport accounts each request against its endpoint for the
-// balancer (outstanding count, latency to response headers).
-type endpointTransport struct{ next http.RoundTripper }
-
-func (t *endpointTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	ex := exchangeFrom(r.Context())
-	done := ex.endpoint.Start()
-	resp, err := t.next.RoundTrip(r)
-	done()
-	return resp, err
 }
 
 // slogWriter sends ReverseProxy's internal log lines to slog at debug.

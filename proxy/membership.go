@@ -111,7 +111,7 @@ func (s *Sidecar) onMembership(snap *discovery.Snapshot) {
 	defer s.reloadMu.Unlock()
 	s.discovered.Store(snap)
 	s.fence.SetLocal(gossipVerdict(snap))
-	s.table.Store(buildTable(s.cfg.Load(), snap, s.model.Load(), s.table.Load()))
+	s.publishTable(buildTable(s.cfg.Load(), snap, s.model.Load(), s.table.Load()))
 }
 
 // buildTable makes the routing table: static upstreams, then the gossip

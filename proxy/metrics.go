@@ -30,6 +30,14 @@ type metrics struct {
 	fencedWrites *prometheus.CounterVec // where: outbound, inbound, stale_epoch
 	clockErrors  *prometheus.CounterVec // kind: malformed, jump, clock
 
+	attempts           *prometheus.CounterVec // destination_service, outcome
+	retryDecisions     *prometheus.CounterVec // destination_service, decision
+	budgetExhausted    *prometheus.CounterVec // destination_service
+	breakerTransitions *prometheus.CounterVec // destination_service, to
+	ejections          *prometheus.CounterVec // destination_service
+	faults             *prometheus.CounterVec // destination_service, kind
+	rateLimited        prometheus.Counter
+
 	sources labelSet // inbound source_service values seen
 }
 
@@ -80,10 +88,32 @@ func newMetrics() *metrics {
 		clockErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mesh_clock_header_errors_total", Help: "Logical-clock headers ignored (malformed, implausible jump) and clock failures.",
 		}, []string{"kind"}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_upstream_attempts_total", Help: "Attempts sent to upstream endpoints (first tries and retries), by outcome: success, failure, excluded.",
+		}, []string{"destination_service", "outcome"}),
+		retryDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_retry_decisions_total", Help: "After a failed attempt (or any retried request): retry, or why not (attempts_exhausted, not_idempotent, budget_exhausted, ...).",
+		}, []string{"destination_service", "decision"}),
+		budgetExhausted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_retry_budget_exhausted_total", Help: "Retries refused because the service's retry budget was spent.",
+		}, []string{"destination_service"}),
+		breakerTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_circuit_breaker_transitions_total", Help: "Endpoint circuit-breaker state changes, by the state entered.",
+		}, []string{"destination_service", "to"}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_outlier_ejections_total", Help: "Endpoints ejected by outlier detection.",
+		}, []string{"destination_service"}),
+		faults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_faults_injected_total", Help: "Injected delays and aborts.",
+		}, []string{"destination_service", "kind"}),
+		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mesh_rate_limited_total", Help: "Inbound requests refused by a local rate limit (429).",
+		}),
 		sources: labelSet{max: 256},
 	}
 	reg.MustRegister(m.requests, m.duration, m.errors, m.rejected, m.active, m.accepted,
-		m.upConns, m.upDials, m.h2Resets, m.tcpActive, m.reloads, m.fencedWrites, m.clockErrors)
+		m.upConns, m.upDials, m.h2Resets, m.tcpActive, m.reloads, m.fencedWrites, m.clockErrors,
+		m.attempts, m.retryDecisions, m.budgetExhausted, m.breakerTransitions, m.ejections, m.faults, m.rateLimited)
 	return m
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/causeway-mesh/causeway/proxy/config"
 	"github.com/causeway-mesh/causeway/proxy/fencing"
 	"github.com/causeway-mesh/causeway/proxy/h1client"
+	"github.com/causeway-mesh/causeway/resilience"
 	"github.com/causeway-mesh/causeway/tracing"
 	"github.com/causeway-mesh/causeway/tracing/clock"
 )
@@ -75,6 +76,15 @@ type Sidecar struct {
 	tracer *tracing.Provider
 	clock  *clock.Clock
 
+	// Resilience: per-service policies of the current configuration,
+	// endpoint health (breakers, outlier detection: endpoints), per-service budgets
+	// and limits (service → *upstreamState), inbound rate limiters.
+	pols        atomic.Pointer[policies]
+	endpoints   *resilience.Registry
+	upstreams   sync.Map
+	limiters    sync.Map // model version + route → *resilience.RateLimiter
+	fileLimiter atomic.Pointer[resilience.RateLimiter]
+
 	// Control plane (nil xds: none configured); model is the applied
 	// configuration, nil before the first.
 	xds   *xdsclient.Client
@@ -109,7 +119,9 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Sidecar, err
 		o(s)
 	}
 	s.cfg.Store(cfg)
-	s.table.Store(buildTable(cfg, nil, nil, nil))
+	s.endpoints = resilience.NewRegistry(s.healthHooks())
+	s.fileLimiter.Store(fileRateLimiter(cfg))
+	s.publishTable(buildTable(cfg, nil, nil, nil))
 	ck, err := clock.New(clock.Config{NodeID: cfg.NodeID, DataDir: cfg.DataDir})
 	if err != nil {
 		return nil, fmt.Errorf("logical clock: %w", err)
@@ -223,7 +235,7 @@ func (s *Sidecar) Listen() (err error) {
 				if sv == nil {
 					return "", errUnknownService(svc)
 				}
-				ep := sv.Pick(nil)
+				ep := sv.Pick(nil, nil)
 				if ep == nil {
 					return "", errNoEndpoints(svc)
 				}
@@ -463,8 +475,9 @@ func (s *Sidecar) Reload(next *config.Config) error {
 		applied.Listeners, applied.Limits, applied.TCPOutbound = cur.Listeners, cur.Limits, cur.TCPOutbound
 		applied.Gossip, applied.Zone, applied.AppVersion, applied.Weight = cur.Gossip, cur.Zone, cur.AppVersion, cur.Weight
 	}
-	s.table.Store(buildTable(&applied, s.discovered.Load(), s.model.Load(), s.table.Load()))
 	s.cfg.Store(&applied)
+	s.fileLimiter.Store(fileRateLimiter(&applied))
+	s.publishTable(buildTable(&applied, s.discovered.Load(), s.model.Load(), s.table.Load()))
 	s.loadedAt.Store(time.Now())
 	gen := s.generation.Add(1)
 	s.m.reloads.WithLabelValues("ok").Inc()

@@ -19,15 +19,20 @@ import "net/http"
 func (s *Sidecar) outboundStack() http.Handler {
 	ew := &errorWriter{log: s.log, metrics: s.m, direction: "outbound"}
 	var h http.Handler
-	// 5. Forward over the mesh hop: HTTP/2 to the chosen endpoint's inbound
+	// 5. Forward over the mesh hop: HTTP/2 to an endpoint's inbound
 	//    listener (HTTP/1.1 for upgrades), via ReverseProxy.Rewrite, which
 	//    strips hop-by-hop and client-sent X-Forwarded-* before our rewrite.
+	//    Its transport runs the attempts (resilient.go): timeouts, budgeted
+	//    retries, breakers, outlier detection, concurrency limits.
 	h = s.forwardOutbound(ew)
 	// 4b. Trace: client span (joining the app's trace) and this node's
 	//     logical clocks stamped on the request; the responder's clocks
 	//     are merged from the response (forwardOutbound).
 	h = s.traceOutbound(h)
-	// 4. Route: authority → service → endpoint (balancer). Unknown service
+	// 4c. Faults: the matched route's injected delays and aborts.
+	h = s.faults(ew, h)
+	// 4. Route: authority → service → the control plane's routes (match,
+	//    weighted backends) → the target's resilience policy. Unknown service
 	//    or no endpoint answers 503 no_healthy_upstream without forwarding.
 	h = s.route(ew, h)
 	// 3b. Fence: while this side of a split lacks the quorum, the app's
@@ -59,6 +64,9 @@ func (s *Sidecar) inboundStack() http.Handler {
 	//     writes admitted under an epoch older than the newest known are
 	//     refused as stale; nothing refused reaches the app.
 	h = s.fenceInbound(ew, h)
+	// 3a. Rate limit: the route's (control plane) or the instance's (file)
+	//     token bucket; over it, 429 before anything else is spent.
+	h = s.rateLimit(ew, h)
 	// 3c. Trace: merge the caller's clocks, server span, stamp the request
 	//     to the app (and, in forwardInbound, the response returned).
 	//     After fencing, so refused writes leave the clock untouched.

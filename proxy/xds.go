@@ -72,7 +72,7 @@ func (s *Sidecar) applyModel(_ context.Context, m *xdsclient.Model) error {
 	s.reloadMu.Lock()
 	first := s.model.Load() == nil
 	s.model.Store(m)
-	s.table.Store(buildTable(s.cfg.Load(), s.discovered.Load(), m, s.table.Load()))
+	s.publishTable(buildTable(s.cfg.Load(), s.discovered.Load(), m, s.table.Load()))
 	s.reloadMu.Unlock()
 	s.log.Info("control-plane configuration applied", "version", m.Version, "services", len(m.Services))
 	if first && s.serving.Load() && !s.draining.Load() {

@@ -125,7 +125,30 @@ type Service struct {
 
 // Pick chooses an endpoint, or nil if there is none. avoid, if non-nil, is
 // skipped when another endpoint exists (a retry prefers a different one).
-func (s *Service) Pick(avoid *Endpoint) *Endpoint {
+// usable, if non-nil, rules endpoints out (an open circuit breaker, an
+// outlier ejection); nil is returned when it rules out every one.
+func (s *Service) Pick(avoid *Endpoint, usable func(*Endpoint) bool) *Endpoint {
+	e := s.pick(avoid)
+	if e == nil || usable == nil || usable(e) {
+		return e
+	}
+	// The balancer's choice is unusable: the first usable other endpoint,
+	// from a random start so the load spreads, then avoid itself.
+	eps := s.Endpoints
+	start := rand.IntN(len(eps)) //nolint:gosec // balancing needs speed, not unpredictability
+	for i := range eps {
+		c := eps[(start+i)%len(eps)]
+		if c != avoid && c != e && usable(c) {
+			return c
+		}
+	}
+	if avoid != nil && avoid != e && usable(avoid) {
+		return avoid
+	}
+	return nil
+}
+
+func (s *Service) pick(avoid *Endpoint) *Endpoint {
 	eps := s.Endpoints
 	switch len(eps) {
 	case 0:

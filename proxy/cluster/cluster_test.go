@@ -13,7 +13,7 @@ func TestRoundRobinCyclesEvenly(t *testing.T) {
 	svc := tb.Lookup("s")
 	counts := map[string]int{}
 	for range 300 {
-		counts[svc.Pick(nil).Addr]++
+		counts[svc.Pick(nil, nil).Addr]++
 	}
 	for _, a := range []string{"a:1", "b:1", "c:1"} {
 		if counts[a] != 100 {
@@ -27,12 +27,12 @@ func TestPickAvoidsTheGivenEndpoint(t *testing.T) {
 		svc := Build([]Spec{{Name: "s", Policy: p, Endpoints: eps("a:1", "b:1")}}, nil).Lookup("s")
 		avoid := svc.Endpoints[0]
 		for range 100 {
-			if got := svc.Pick(avoid); got == avoid {
+			if got := svc.Pick(avoid, nil); got == avoid {
 				t.Fatalf("%s: picked the endpoint to avoid", p)
 			}
 		}
 		one := Build([]Spec{{Name: "s", Policy: p, Endpoints: eps("a:1")}}, nil).Lookup("s")
-		if got := one.Pick(one.Endpoints[0]); got != one.Endpoints[0] {
+		if got := one.Pick(one.Endpoints[0], nil); got != one.Endpoints[0] {
 			t.Errorf("%s: with one endpoint, Pick(avoid) = %v, want the only endpoint", p, got)
 		}
 	}
@@ -40,7 +40,7 @@ func TestPickAvoidsTheGivenEndpoint(t *testing.T) {
 
 func TestPickEmpty(t *testing.T) {
 	svc := Build([]Spec{{Name: "s", Policy: PeakEWMA}}, nil).Lookup("s")
-	if got := svc.Pick(nil); got != nil {
+	if got := svc.Pick(nil, nil); got != nil {
 		t.Fatalf("Pick on no endpoints = %v, want nil", got)
 	}
 	if got := (*Table)(nil).Lookup("s"); got != nil {
@@ -60,7 +60,7 @@ func TestPeakEWMAPrefersFasterEndpoint(t *testing.T) {
 	byAddr["slow:1"].observe(20*time.Millisecond, now)
 	counts := map[string]int{}
 	for range 3000 {
-		counts[svc.Pick(nil).Addr]++
+		counts[svc.Pick(nil, nil).Addr]++
 	}
 	// P2C: the slowest endpoint wins no comparison, the fastest wins all of
 	// its own (it is in 2 of 3 pairs).
@@ -82,7 +82,7 @@ func TestPeakEWMAWeighsOutstandingRequests(t *testing.T) {
 	for range 4 {
 		a.pending.Add(1)
 	}
-	if got := svc.Pick(nil); got != b {
+	if got := svc.Pick(nil, nil); got != b {
 		t.Fatalf("picked %s, want b: a has 4 requests outstanding", got.Addr)
 	}
 }
@@ -150,7 +150,7 @@ func TestConcurrentPicks(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 2000 {
-				e := svc.Pick(nil)
+				e := svc.Pick(nil, nil)
 				e.Start()()
 			}
 		}()
@@ -175,6 +175,28 @@ func BenchmarkPickPeakEWMA(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		svc.Pick(nil)
+		svc.Pick(nil, nil)
+	}
+}
+
+func TestPickSkipsUnusable(t *testing.T) {
+	for _, policy := range []Policy{PeakEWMA, RoundRobin} {
+		tbl := Build([]Spec{{Name: "s", Policy: policy, Endpoints: []string{"a:1", "b:1", "c:1"}}}, nil)
+		svc := tbl.Lookup("s")
+		open := map[string]bool{"a:1": true, "b:1": true}
+		usable := func(e *Endpoint) bool { return !open[e.Addr] }
+		for range 50 {
+			if got := svc.Pick(nil, usable); got == nil || got.Addr != "c:1" {
+				t.Fatalf("%s: picked %v, want the only usable endpoint c:1", policy, got)
+			}
+		}
+		c := svc.Endpoints[2]
+		if got := svc.Pick(c, usable); got != c {
+			t.Fatalf("%s: picked %v, want the avoided endpoint when it is the only usable one", policy, got)
+		}
+		open["c:1"] = true
+		if got := svc.Pick(nil, usable); got != nil {
+			t.Fatalf("%s: picked %v with every endpoint unusable", policy, got)
+		}
 	}
 }

@@ -103,6 +103,14 @@ type Config struct {
 	// Weight is this instance's relative share of traffic. Default 1.
 	Weight uint32 `json:"weight"`
 
+	// Resilience is the default resilience policy for every upstream
+	// service (timeouts, retries, budget, breakers, limits, outlier
+	// detection); see Resilience.
+	Resilience *Resilience `json:"resilience,omitempty"`
+
+	// Inbound configures what applies to calls into the local app.
+	Inbound Inbound `json:"inbound,omitzero"`
+
 	// Limits bound what a client may make the sidecar hold.
 	Limits Limits `json:"limits"`
 
@@ -166,6 +174,17 @@ type Upstream struct {
 	Endpoints []string `json:"endpoints"`
 	// LoadBalancer overrides Config.LoadBalancer for this service.
 	LoadBalancer LBPolicy `json:"loadBalancer,omitempty"`
+	// Resilience overrides the top-level resilience policy for calls to
+	// this service.
+	Resilience *Resilience `json:"resilience,omitempty"`
+}
+
+// Inbound holds policy for calls into the local app.
+type Inbound struct {
+	// RateLimit bounds the requests per second this instance accepts
+	// from other sidecars (a token bucket; over it: 429). Off by default.
+	// The control plane can set limits per route.
+	RateLimit *RateLimitSpec `json:"rateLimit,omitempty"`
 }
 
 // TCPRoute is an opaque TCP forward from a local port to a service.
@@ -389,6 +408,7 @@ func (c *Config) Validate() error {
 	if c.ControlPlane != "" {
 		v.addr("controlPlane", c.ControlPlane, false)
 	}
+	c.validateResilience(&v)
 	if c.Weight < 1 || c.Weight > 10000 {
 		v.add("weight", "%d: want 1..10000", c.Weight)
 	}
