@@ -347,7 +347,7 @@ func (t *resilientTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 			out.Body = view
 		}
 		// Per-try deadline: cancels only this attempt.
-		actx, acancel := context.WithCancelCause(ctx) //nolint:govet // cancelled on every path but an upgrade (see below)
+		actx, acancel := context.WithCancelCause(ctx)
 		out = out.WithContext(actx)
 		var perTry *time.Timer
 		if td := pol.Timeouts.TryDeadline(time.Now(), deadline); !td.IsZero() && (deadline.IsZero() || td.Before(deadline)) {
@@ -425,7 +425,8 @@ func (t *resilientTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 				// An upgraded connection: its body is the connection, which
 				// ReverseProxy needs as it is, and which lives on its own.
 				release()
-				return resp, nil //nolint:govet // the attempt's context ends with the client's request
+				context.AfterFunc(r.Context(), func() { acancel(nil) }) // ends with the client's request
+				return resp, nil
 			}
 			// The response is the request's: the attempt's context lives
 			// until its body is done.

@@ -260,10 +260,12 @@ func buildEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]Endpoint, error) {
 	seen := map[string]string{}
 	for i, loc := range cla.GetEndpoints() {
 		path := fmt.Sprintf("endpoints[%d]", i)
-		zone := loc.GetLocality().GetZone()
-		if zone == "" {
-			return nil, fmt.Errorf("%s.locality.zone: must be set", path)
+		// gRPC rejects a locality without a Locality message; the zone in
+		// it may be empty (instances that advertise none).
+		if loc.GetLocality() == nil {
+			return nil, fmt.Errorf("%s.locality: must be set", path)
 		}
+		zone := loc.GetLocality().GetZone()
 		if w := loc.GetLoadBalancingWeight().GetValue(); w < 1 {
 			return nil, fmt.Errorf("%s.load_balancing_weight: must be ≥ 1 (gRPC drops localities without weight)", path)
 		}

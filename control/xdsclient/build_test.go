@@ -131,9 +131,9 @@ func TestBuildModelErrors(t *testing.T) {
 			want: `cluster_load_assignment "orders": endpoints[1].load_balancing_weight: must be ≥ 1 (gRPC drops localities without weight)`,
 		},
 		{
-			name:   "locality without zone",
+			name:   "no locality",
 			mutate: func(t *testing.T, s *Snapshot) { s.Endpoints["orders"].Endpoints[0].Locality = nil },
-			want:   `cluster_load_assignment "orders": endpoints[0].locality.zone: must be set`,
+			want:   `cluster_load_assignment "orders": endpoints[0].locality: must be set`,
 		},
 		{
 			name: "duplicate endpoint address",
@@ -248,11 +248,11 @@ func TestBuildModelErrors(t *testing.T) {
 			want: `extension_config "causeway.mesh": services.billing: no such service`,
 		},
 		{
-			name: "fencing is still reserved",
+			name: "fencing with an unknown key",
 			mutate: func(t *testing.T, s *Snapshot) {
-				s.ExtensionConfigs[MeshExtensionName] = makeMeshExt(t, `{"fencing": {"mode": "on"}}`)
+				s.ExtensionConfigs[MeshExtensionName] = makeMeshExt(t, `{"fencing": {"mode": "on", "quorum": 3}}`)
 			},
-			want: `extension_config "causeway.mesh": fencing: json: unknown field "mode"`,
+			want: `extension_config "causeway.mesh": fencing: json: unknown field "quorum"`,
 		},
 		{
 			name: "mesh policy that is not a Struct",
