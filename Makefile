@@ -3,9 +3,9 @@ GO        ?= go
 BIN       := bin
 PKGS      := ./...
 # Packages whose code runs concurrently: always tested under the race detector.
-RACE_PKGS := ./proxy/... ./cmd/... ./discovery/...
+RACE_PKGS := ./proxy/... ./cmd/... ./discovery/... ./control/... ./resilience/... ./tracing/...
 
-.PHONY: all build test race lint bench demo h2spec fuzz clean
+.PHONY: all build test race lint bench demo h2spec fuzz clean images demo-compose demo-compose-down test-containers
 
 all: build
 
@@ -17,6 +17,7 @@ test:
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 10m $(PKGS)
 	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
+	cd deploy/kubernetes && $(GO) vet ./... && $(GO) test -count=1 -timeout 5m ./...
 
 race:
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
@@ -24,6 +25,7 @@ race:
 ## lint: golangci-lint with the linters listed in .golangci.yml.
 lint:
 	golangci-lint run $(PKGS)
+	cd deploy/kubernetes && golangci-lint run --config ../../.golangci.yml ./...
 
 ## h2spec: HTTP/2 conformance of the inbound listener (also part of `make test`).
 h2spec:
@@ -31,8 +33,14 @@ h2spec:
 
 ## fuzz: each fuzz target for a bounded time.
 FUZZTIME ?= 20s
+# Every parser the sidecar owns that reads what a peer or client sends.
+FUZZ_TARGETS := FuzzTracker:./proxy/h1guard/ FuzzParseLamport:./tracing/clock/ FuzzParseVector:./tracing/clock/ \
+	FuzzDecodeMeta:./discovery/ FuzzParseGRPCTimeout:./resilience/
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzTracker -fuzztime $(FUZZTIME) ./proxy/h1guard/
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t%%:*} ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) "$${t#*:}" || exit 1; \
+	done
 
 ## bench: the load benchmark (direct, sidecar, mesh hop, nginx, HAProxy); see bench/README.md.
 bench:
@@ -41,6 +49,24 @@ bench:
 ## demo: a mesh of example services and sidecars on this machine; stops everything it started.
 demo: build
 	$(BIN)/demo -bin $(BIN)
+
+## images: container images from static binaries built on the host (no image is pulled).
+images:
+	deploy/docker/build-images.sh
+
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+COMPOSE_FILE := deploy/compose/docker-compose.yml
+
+## demo-compose: the mesh in containers, left running (make demo-compose-down stops it).
+demo-compose: images
+	deploy/compose/demo.sh
+
+demo-compose-down:
+	$(COMPOSE) -p causeway -f $(COMPOSE_FILE) down -v --remove-orphans
+
+## test-containers: the container tier (images, compose mesh, kill, partition, restart under load).
+test-containers: images
+	deploy/compose/test.sh
 
 clean:
 	rm -rf $(BIN)
