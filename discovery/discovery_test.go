@@ -484,3 +484,24 @@ func TestSuspicionFromOwnProbes(t *testing.T) {
 		t.Fatal("a member still shows suspect after the heal")
 	}
 }
+
+// A watch-only member (the control plane: no service) is listed but never
+// counted, so it cannot tip a quorum.
+func TestWatchOnlyMemberIsNotCounted(t *testing.T) {
+	c := newCluster(t)
+	seed := c.add("seed", "orders", nil)
+	cp := c.add("cp", "", []string{seed.Addr()}, func(_ *Config, m *Meta) { m.Inbound, m.Ready = "", false })
+	c.wait(5*time.Second, "the watch-only member in the seed's table", func() bool { return sees(seed, "cp", StateAlive) })
+	// b joins after cp is in the seed's table, so the snapshot that routes
+	// to b was built with cp in it.
+	c.add("b", "orders", []string{seed.Addr()})
+	for _, a := range []*Agent{seed, cp} {
+		c.wait(5*time.Second, "b routed", func() bool { return len(a.Snapshot().Services["orders"]) == 2 })
+		if s := a.Snapshot(); s.Alive != 2 || s.Suspect != 0 || s.Failed != 0 {
+			t.Errorf("alive %d suspect %d failed %d; want 2, 0, 0 (the watch-only member is not counted)", s.Alive, s.Suspect, s.Failed)
+		}
+	}
+	if !sees(seed, "cp", StateAlive) {
+		t.Errorf("the watch-only member is missing from Members: %v", seed.Members())
+	}
+}

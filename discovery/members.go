@@ -47,7 +47,10 @@ type Endpoint struct {
 }
 
 // Snapshot is an immutable view of the pool: live, ready endpoints by
-// service, and counts for the cluster-size arithmetic fencing needs.
+// service, and counts for the cluster-size arithmetic fencing needs. The
+// counts cover serving members only: a watch-only member (empty
+// Meta.Service, such as the control plane) is listed by Agent.Members but
+// never counted, so it does not change any quorum.
 type Snapshot struct {
 	Services map[string][]Endpoint
 	Alive    int // alive members, this one included
@@ -195,6 +198,9 @@ func (a *Agent) buildSnapshot(version uint64) *Snapshot {
 	defer a.mu.Unlock()
 	s := &Snapshot{Services: map[string][]Endpoint{}, Version: version}
 	for _, m := range a.members {
+		if !m.serving() {
+			continue // a watch-only member (the control plane) is no part of the quorum
+		}
 		switch m.State {
 		case StateAlive:
 			s.Alive++
@@ -218,6 +224,11 @@ func (a *Agent) buildSnapshot(version uint64) *Snapshot {
 	}
 	return s
 }
+
+// serving reports whether m counts toward the cluster size: every member
+// except a watch-only one, which announces no service. A member whose
+// metadata cannot be read counts: it may well be serving.
+func (m *Member) serving() bool { return m.MetaErr != "" || m.Meta.Service != "" }
 
 // Members returns every known member, this one included, sorted by name.
 func (a *Agent) Members() []Member {

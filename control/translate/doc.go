@@ -18,7 +18,7 @@
 //     ConsecutiveGatewayFailure, Interval, BaseEjectionTime,
 //     MaxEjectionTime, MaxEjectionPercent}. Causeway-only settings go in
 //     Metadata.FilterMetadata["causeway"]:
-//     {"circuitBreaker": {"consecutiveFailures", "failureRatio",
+//     {"breaker": {"consecutiveFailures", "failureRatio",
 //     "minRequests", "window", "openFor", "halfOpenProbes"},
 //     "retryBudget": {"minPerSecond", "window"}} (durations as Go
 //     duration strings; only the keys policy sets).
@@ -61,15 +61,21 @@
 //     "fault": {"delayPercent": 10, "delay": "100ms", "abortPercent": 5,
 //     "abortStatus": 503, "abortGrpcStatus": 14},
 //     "rateLimit": {"perSecond": 100, "burst": 20}}},
-//     "fencing": {}}},
-//     "fencing": {}, "clock": {}}
+//     "fencing": {"mode": "on", "expectedSize": 3,
+//     "grpcWriteMethods": ["/pkg.Svc/Method", "/pkg.Svc/*"]}}},
+//     "fencing": {"mode": "on"}, "clock": {}}
 //
 //     ROUTE_NAME is a Route.Name in RouteConfiguration S; only routes
 //     with a fault or rate limit appear, and only the keys policy sets.
-//     Durations are Go duration strings, percents 0–100. "fencing" (per
-//     service and mesh-wide) and "clock" are present and empty until
-//     fencing enforcement defines their fields. Unknown keys are an error
-//     on the sidecar side (NACK).
+//     Durations are Go duration strings, percents 0–100. "fencing" is the
+//     FencingPolicy targeting the service (services.S.fencing) or the Mesh
+//     (top level): {} when there is none, else "mode" ("on" or "off"),
+//     "expectedSize" (an integer ≥ 1, only when the policy sets it) and
+//     "grpcWriteMethods" (the policy's writeMethods, only when set). A
+//     service's own entry replaces the mesh-wide one for that service;
+//     without either, fencing is on for the whole mesh. "clock" is present
+//     and empty until the logical-clock settings are defined. Unknown keys
+//     are an error on the sidecar side (NACK).
 //
 // Every change gets a new snapshot version; resource names are exactly
 // the service names.

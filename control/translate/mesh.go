@@ -51,10 +51,28 @@ func (m *meshConfig) addService(s string, routes []routeExtension, fencing *poli
 
 func (m *meshConfig) setMeshFencing(f *policy.FencingPolicySpec) { m.fencing = fencingEntry(f) }
 
-// fencingEntry is a service's or the mesh's "fencing" object. The key
-// exists now and stays empty: the fields are defined with fencing
-// enforcement (a later change), which fills them from FencingPolicy.
-func fencingEntry(*policy.FencingPolicySpec) map[string]any { return map[string]any{} }
+// fencingEntry is a service's or the mesh's "fencing" object (shape in
+// the package doc): {} without a FencingPolicy for the target, else
+// {"mode": "on"|"off", "expectedSize": N, "grpcWriteMethods": [...]},
+// with expectedSize and grpcWriteMethods only when the policy sets them.
+func fencingEntry(f *policy.FencingPolicySpec) map[string]any {
+	entry := map[string]any{}
+	if f == nil {
+		return entry
+	}
+	entry["mode"] = string(f.Mode)
+	if f.ExpectedSize != nil && *f.ExpectedSize > 0 {
+		entry["expectedSize"] = float64(*f.ExpectedSize)
+	}
+	if len(f.WriteMethods) > 0 {
+		methods := make([]any, len(f.WriteMethods))
+		for i, m := range f.WriteMethods {
+			methods[i] = m
+		}
+		entry["grpcWriteMethods"] = methods
+	}
+	return entry
+}
 
 func (m *meshConfig) extension() (*corev3.TypedExtensionConfig, error) {
 	st, err := structpb.NewStruct(map[string]any{

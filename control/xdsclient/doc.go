@@ -95,11 +95,17 @@
 //     "fault": {"delayPercent": 10, "delay": "100ms",
 //     "abortPercent": 5, "abortStatus": 503, "abortGrpcStatus": 14},
 //     "rateLimit": {"perSecond": 100, "burst": 20}}},
-//     "fencing": {}}},
-//     "fencing": {}, "clock": {}}
+//     "fencing": {"mode": "on", "expectedSize": 3,
+//     "grpcWriteMethods": ["/pkg.Svc/Method", "/pkg.Svc/*"]}}},
+//     "fencing": {"mode": "on"}, "clock": {}}
 //
-//     Unknown keys anywhere are an error (NACK). "fencing" and "clock" are
-//     reserved and accept only {} until their settings are defined.
+//     Unknown keys anywhere are an error (NACK). A "fencing" entry (per
+//     service, and mesh-wide at the top) is {} when no FencingPolicy
+//     targets the scope; otherwise "mode" is required and is "on" or
+//     "off", "expectedSize" is an integer ≥ 1 and "grpcWriteMethods"
+//     lists distinct "/package.Service/Method" or "/package.Service/*"
+//     (see FencingPolicy; Model.FencingFor resolves service over mesh over
+//     the default, on). "clock" is reserved and accepts only {}.
 //
 // # What the sidecar honours
 //

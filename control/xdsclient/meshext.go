@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"regexp"
 	"sort"
 	"time"
 
@@ -42,13 +43,110 @@ type RateLimit struct {
 	Burst int `json:"burst"`
 }
 
-// FencingPolicy is reserved for write fencing. It has no fields yet, so the
-// only accepted value is {} (or absence); any key is an error, which keeps
-// a newer control plane from being silently half-understood.
-type FencingPolicy struct{}
+// FencingMode switches write fencing on or off for a scope.
+type FencingMode string
 
-// ClockSettings is reserved for the logical-clock settings. Like
-// FencingPolicy, only {} is accepted for now.
+// Fencing modes. FencingUnset means no FencingPolicy targets the scope:
+// the enclosing scope's policy applies (a service's, then the mesh's, then
+// the default, on).
+const (
+	FencingUnset FencingMode = ""
+	FencingOn    FencingMode = "on"
+	FencingOff   FencingMode = "off"
+)
+
+// FencingPolicy is the FencingPolicy of one scope (a service, or the mesh):
+// causeway.mesh services.S.fencing or the top-level fencing. The JSON is
+// {} when no policy targets the scope, else
+//
+//	{"mode": "on"|"off", "expectedSize": 3,
+//	 "grpcWriteMethods": ["/pkg.Svc/Method", "/pkg.Svc/*"]}
+//
+// with expectedSize (an integer ≥ 1) and grpcWriteMethods optional. Unknown
+// keys are an error.
+type FencingPolicy struct {
+	// Mode is FencingUnset when the entry was {}.
+	Mode FencingMode
+	// ExpectedSize is the quorum domain's size set by policy; 0 means the
+	// size is counted (alive and failed members).
+	ExpectedSize int
+	// GRPCWriteMethods lists the gRPC methods that are writes, as
+	// "/package.Service/Method" or "/package.Service/*" (every gRPC call
+	// is an HTTP POST, so only listed methods are fenced).
+	GRPCWriteMethods []string
+}
+
+// Enabled reports whether fencing is on in this scope (an unset policy
+// counts as on: fencing is on by default).
+func (p FencingPolicy) Enabled() bool { return p.Mode != FencingOff }
+
+// FencingFor returns the fencing policy in force for the sidecars of
+// service: the service's own policy, else the mesh-wide one, else the
+// default (on, counted size, no gRPC method is a write).
+func (m *Model) FencingFor(service string) FencingPolicy {
+	if svc, ok := m.Services[service]; ok && svc.Fencing.Mode != FencingUnset {
+		return svc.Fencing
+	}
+	if m.Fencing.Mode != FencingUnset {
+		return m.Fencing
+	}
+	return FencingPolicy{Mode: FencingOn}
+}
+
+// fencingWire is the JSON form of FencingPolicy, with pointers so that an
+// explicit zero is told apart from absence.
+type fencingWire struct {
+	Mode             *string  `json:"mode"`
+	ExpectedSize     *int     `json:"expectedSize"`
+	GRPCWriteMethods []string `json:"grpcWriteMethods"`
+}
+
+// grpcWriteMethod is the form of a grpcWriteMethods entry, as the
+// control plane's policy validation accepts it.
+var grpcWriteMethod = regexp.MustCompile(`^/[A-Za-z_][A-Za-z0-9_.]*/(\*|[A-Za-z_][A-Za-z0-9_]*)$`)
+
+// decodeFencing decodes and checks one "fencing" object.
+func decodeFencing(b json.RawMessage) (FencingPolicy, error) {
+	var w fencingWire
+	if err := decodeRaw(b, &w); err != nil {
+		return FencingPolicy{}, err
+	}
+	var p FencingPolicy
+	switch {
+	case w.Mode == nil:
+		if w.ExpectedSize != nil || w.GRPCWriteMethods != nil {
+			return p, errors.New("mode: required when expectedSize or grpcWriteMethods is set")
+		}
+		return p, nil
+	case *w.Mode != string(FencingOn) && *w.Mode != string(FencingOff):
+		return p, fmt.Errorf("mode: want \"on\" or \"off\", got %q", *w.Mode)
+	}
+	p.Mode = FencingMode(*w.Mode)
+	if w.ExpectedSize != nil {
+		if *w.ExpectedSize < 1 {
+			return p, fmt.Errorf("expectedSize: must be ≥ 1, got %d", *w.ExpectedSize)
+		}
+		p.ExpectedSize = *w.ExpectedSize
+	}
+	seen := map[string]bool{}
+	for i, m := range w.GRPCWriteMethods {
+		if !grpcWriteMethod.MatchString(m) {
+			return p, fmt.Errorf("grpcWriteMethods[%d]: %q is not /package.Service/Method or /package.Service/*", i, m)
+		}
+		if seen[m] {
+			return p, fmt.Errorf("grpcWriteMethods[%d]: %q is listed twice", i, m)
+		}
+		seen[m] = true
+	}
+	if len(w.GRPCWriteMethods) > 0 {
+		p.GRPCWriteMethods = w.GRPCWriteMethods
+	}
+	return p, nil
+}
+
+// ClockSettings is reserved for the logical-clock settings. It has no
+// fields yet, so only {} (or absence) is accepted; any key is an error,
+// which keeps a newer control plane from being silently half-understood.
 type ClockSettings struct{}
 
 // Duration is a time.Duration written as a Go duration string ("100ms") in
@@ -106,9 +204,11 @@ func decodeMeshPolicy(st *structpb.Struct) (meshPolicy, error) {
 	if err := decodeStruct(st, &top); err != nil {
 		return out, err
 	}
-	if err := decodeRaw(top.Fencing, &out.Fencing); err != nil {
+	fencing, err := decodeFencing(top.Fencing)
+	if err != nil {
 		return out, fmt.Errorf("fencing: %w", err)
 	}
+	out.Fencing = fencing
 	if err := decodeRaw(top.Clock, &out.Clock); err != nil {
 		return out, fmt.Errorf("clock: %w", err)
 	}
@@ -122,7 +222,7 @@ func decodeMeshPolicy(st *structpb.Struct) (meshPolicy, error) {
 			return out, fmt.Errorf("%s: %w", path, err)
 		}
 		ms := meshService{Routes: map[string]meshRoute{}}
-		if err := decodeRaw(svc.Fencing, &ms.Fencing); err != nil {
+		if ms.Fencing, err = decodeFencing(svc.Fencing); err != nil {
 			return out, fmt.Errorf("%s.fencing: %w", path, err)
 		}
 		for _, routeName := range sortedKeys(svc.Routes) {
