@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 TAG=${1:-dev}
 CTX=deploy/docker/build
 rm -rf "$CTX"
-mkdir -p "$CTX/bin" "$CTX/rootfs/etc/ssl/certs" "$CTX/rootfs/tmp"
+mkdir -p "$CTX/bin" "$CTX/rootfs/etc/ssl/certs" "$CTX/rootfs/tmp" "$CTX/data"
 chmod 1777 "$CTX/rootfs/tmp"
 
 REVISION=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)

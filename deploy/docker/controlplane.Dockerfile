@@ -12,6 +12,9 @@ LABEL org.opencontainers.image.title="causeway-controlplane" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}"
 COPY rootfs/ /
+# Its state directory (--data-dir), owned by the unprivileged user so that a
+# volume mounted there starts with that owner.
+COPY --chown=65532:65532 data/ /var/lib/causeway/
 COPY bin/controlplane /usr/local/bin/controlplane
 USER 65532:65532
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 CMD ["/usr/local/bin/controlplane", "healthcheck"]
