@@ -4,6 +4,7 @@
 //
 //	controlplane [--xds :18000] [--api :18080] [--data-dir ./causeway-data]
 //	             [--gossip HOST:PORT --join HOST:PORT,...] [--config FILE]
+//	             [--trace-buffer-spans 100000] [--trace-forward URL]
 //	controlplane version
 //	controlplane healthcheck [--api HOST:PORT]
 //
@@ -11,6 +12,12 @@
 // configuration, in that order of precedence; see `controlplane --help`.
 // The first start creates the API token in DATA_DIR/api-token (mode 0600)
 // and logs where it is; the token itself is never logged.
+//
+// The control plane also receives OpenTelemetry traces, so a demo needs no
+// collector: OTLP/HTTP at POST /v1/traces on the API port (no token: the
+// sidecars export there) and OTLP/gRPC on the xDS port. `meshctl trace`
+// reads them back through the API (token required); --trace-forward also
+// sends every span on to a real collector.
 package main
 
 import (

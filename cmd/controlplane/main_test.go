@@ -86,3 +86,26 @@ func TestRunHealthcheckAndGracefulStop(t *testing.T) {
 		t.Errorf("healthcheck after stop: exit %d, want 1", code)
 	}
 }
+
+func TestTraceFlags(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"--help"}, noEnv, &out, &errb); code != 0 ||
+		!strings.Contains(errb.String(), "--trace-buffer-spans") || !strings.Contains(errb.String(), "--trace-forward") {
+		t.Errorf("--help: exit %d, usage %q", code, errb.String())
+	}
+	for _, tt := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--trace-forward", "collector:4318"}, nil, "trace.forward"},
+		{[]string{"--trace-buffer-spans", "-1"}, nil, "trace.bufferSpans"},
+		{nil, map[string]string{"MESH_TRACE_BUFFER_SPANS": "lots"}, "MESH_TRACE_BUFFER_SPANS"},
+	} {
+		errb.Reset()
+		env := func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }
+		if code := run(context.Background(), tt.args, env, &out, &errb); code != 2 || !strings.Contains(errb.String(), tt.want) {
+			t.Errorf("%v %v: exit %d, stderr %q; want exit 2 naming %q", tt.args, tt.env, code, errb.String(), tt.want)
+		}
+	}
+}

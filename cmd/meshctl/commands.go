@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/causeway-mesh/causeway/control/apiclient"
 	"github.com/causeway-mesh/causeway/control/policy"
 )
 
@@ -262,8 +263,20 @@ func statusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// The fencing view is shown when the control plane offers it.
+			fen, err := c.Fencing(ctx)
+			switch {
+			case apiclient.IsNotFound(err):
+				fen = nil
+			case err != nil:
+				return fmt.Errorf("reading the fencing view: %w", err)
+			}
 			if g.output != "table" {
-				return g.print(map[string]any{"build": px.Build, "proxies": px.Proxies, "members": mem.Members, "instances": mem.Instances})
+				out := map[string]any{"build": px.Build, "proxies": px.Proxies, "members": mem.Members, "instances": mem.Instances}
+				if fen != nil {
+					out["fencing"] = fen
+				}
+				return g.print(out)
 			}
 			fmt.Fprintf(g.stdout, "configuration version: %s\n", orDash(px.Build.Version))
 			if px.Build.Error != "" {
@@ -291,7 +304,13 @@ func statusCmd(g *globals) *cobra.Command {
 			if len(mem.Members) == 0 {
 				fmt.Fprintln(tw, "(no gossip members: the control plane runs without --gossip, or has not joined)")
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if fen == nil {
+				return nil
+			}
+			return g.printFencing(fen)
 		},
 	}
 }

@@ -5,8 +5,9 @@
 //	meshctl get KIND [NAME] | get all  list or show resources
 //	meshctl delete KIND NAME           delete a resource
 //	meshctl validate -f FILE|DIR       check files offline (exit 0 or 1)
-//	meshctl status                     sidecars' sync state and members
+//	meshctl status                     sidecars' sync state, members and fencing
 //	meshctl proxy-config NODE          what a sidecar was given
+//	meshctl trace [TRACE_ID]           a trace in causal order, or recent traces
 //
 // Global flags: --server URL (MESH_SERVER, default http://127.0.0.1:18080),
 // --token (MESH_TOKEN), --data-dir DIR (MESH_DATA_DIR: read the token from

@@ -17,6 +17,17 @@
 //	GET    /api/v1/proxies/{node}/config             the xDS resources the proxy was given
 //	GET    /api/v1/members                           gossip members and the instances derived
 //	GET    /api/v1/build                             the latest xDS build: version or error
+//	GET    /api/v1/traces[?limit=N]                  recent traces, newest first (default 50, at most 1000)
+//	GET    /api/v1/traces/{traceID}                  one trace's spans, by start time
+//	GET    /api/v1/traces/{traceID}/causal           the trace in happens-before order (causal.Result)
+//	POST   /v1/traces                                OTLP/HTTP trace export (protobuf or JSON); no token
+//
+// The trace paths exist when Config.Traces is set. OTLP ingest is open:
+// sidecars export their spans there and hold no API token. It only adds
+// spans to a bounded in-memory store (oldest traces evicted first; bodies at
+// most 16 MiB), and reading them back needs the token; expose the API port
+// only where the mesh's sidecars run. A trace with no spans yet is 404 with
+// a message saying to retry (exporters send in batches).
 //
 // {kind} is HTTPRoute, BackendPolicy or FencingPolicy in any case, or a
 // plural ("httproutes"). Namespace defaults to "default". Bodies are JSON
@@ -66,7 +77,9 @@ type Config struct {
 	Proxies Proxies
 	Mesh    membership.Source
 	// Token is the bearer token every /api/ request must carry.
-	Token  string
+	Token string
+	// Traces, when set, serves OTLP ingest and the trace queries.
+	Traces Traces
 	Logger *slog.Logger
 }
 
@@ -100,6 +113,9 @@ func New(cfg Config) (*Handler, error) {
 	api("GET /api/v1/proxies/{node}/config", h.proxyConfig)
 	api("GET /api/v1/members", h.members)
 	api("GET /api/v1/build", h.build)
+	if cfg.Traces != nil {
+		h.mountTraces(api)
+	}
 	api("/api/", h.noRoute)
 	return h, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"slices"
@@ -57,6 +58,40 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful stop. Default 10s.
 	ShutdownTimeout Duration `json:"shutdownTimeout"`
 	Log             Log      `json:"log"`
+	// Trace configures the embedded OTLP trace receiver.
+	Trace Trace `json:"trace"`
+}
+
+// Trace configures the embedded OTLP trace receiver: OTLP/HTTP on the API
+// listener (POST /v1/traces, no token) and OTLP/gRPC on the xDS listener
+// (TraceService), queried under /api/v1/traces with the token.
+type Trace struct {
+	// BufferSpans bounds the spans kept in memory; the oldest traces are
+	// evicted first. Default 100000.
+	BufferSpans int `json:"bufferSpans"`
+	// Forward, when set, is a collector's OTLP/HTTP endpoint every export
+	// is also sent to, such as http://collector:4318 (a URL without a
+	// path gets /v1/traces, as OTEL_EXPORTER_OTLP_ENDPOINT does) or the
+	// full http://collector:4318/v1/traces. Forwarding never blocks ingest:
+	// when the collector is slow, exports are dropped and counted. Default
+	// "" (no forwarding).
+	Forward string `json:"forward"`
+}
+
+// DefaultTraceBufferSpans is the default Trace.BufferSpans.
+const DefaultTraceBufferSpans = 100_000
+
+// ForwardURL is the OTLP/HTTP traces URL spans are forwarded to: Forward
+// with /v1/traces appended when it has no path, or "".
+func (t Trace) ForwardURL() string {
+	u, err := url.Parse(t.Forward)
+	if t.Forward == "" || err != nil {
+		return t.Forward
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/v1/traces"
+	}
+	return u.String()
 }
 
 // Log configures logging.
@@ -92,6 +127,7 @@ func Default() Config {
 		Debounce: Duration{100 * time.Millisecond}, DebounceMax: Duration{time.Second},
 		ShutdownTimeout: Duration{10 * time.Second},
 		Log:             Log{Level: "info", Format: "text"},
+		Trace:           Trace{BufferSpans: DefaultTraceBufferSpans},
 	}
 }
 
@@ -129,6 +165,15 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout.Duration <= 0 {
 		bad("shutdownTimeout", "must be greater than 0")
+	}
+	if c.Trace.BufferSpans < 1 {
+		bad("trace.bufferSpans", "must be at least 1")
+	}
+	if c.Trace.Forward != "" {
+		u, err := url.Parse(c.Trace.Forward)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			bad("trace.forward", "%q: want an http:// or https:// URL of an OTLP/HTTP endpoint, such as http://collector:4318", c.Trace.Forward)
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -271,5 +316,7 @@ func newFlagSet(cfg *Config, file *string, out io.Writer) *pflag.FlagSet {
 	fs.DurationVar(&cfg.ShutdownTimeout.Duration, "shutdown-timeout", cfg.ShutdownTimeout.Duration, "graceful stop deadline")
 	fs.StringVar(&cfg.Log.Level, "log-level", cfg.Log.Level, "debug, info, warn or error")
 	fs.StringVar(&cfg.Log.Format, "log-format", cfg.Log.Format, "text or json")
+	fs.IntVar(&cfg.Trace.BufferSpans, "trace-buffer-spans", cfg.Trace.BufferSpans, "spans the embedded trace receiver keeps in memory (oldest traces evicted first)")
+	fs.StringVar(&cfg.Trace.Forward, "trace-forward", cfg.Trace.Forward, "also send every received span to this OTLP/HTTP endpoint (http://collector:4318)")
 	return fs
 }

@@ -1,6 +1,12 @@
 // Package plane composes the control plane: the policy store, the gossip
-// watcher, the xDS server and the HTTP API, with their listeners and a
-// graceful stop.
+// watcher, the xDS server, the HTTP API and the embedded trace receiver,
+// with their listeners and a graceful stop.
+//
+// The trace receiver takes OTLP/HTTP on the API listener (POST /v1/traces,
+// open, because sidecars export without the API token) and OTLP/gRPC on the
+// xDS listener (opentelemetry.proto.collector.trace.v1.TraceService), so a
+// sidecar's OTEL_EXPORTER_OTLP_ENDPOINT can name either port. Queries are
+// API paths under /api/v1/traces and need the token.
 //
 // Seams for later work: tracing wraps the API handler (Plane.Handler) and
 // the gRPC server options (Option WithGRPCOptions); fencing decisions read
@@ -15,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -26,6 +33,7 @@ import (
 	"github.com/causeway-mesh/causeway/control/store"
 	"github.com/causeway-mesh/causeway/control/translate"
 	"github.com/causeway-mesh/causeway/control/xds"
+	"github.com/causeway-mesh/causeway/tracing/receiver"
 )
 
 // Plane is a running control plane's parts.
@@ -37,6 +45,7 @@ type Plane struct {
 	watcher *membership.Watcher
 	xds     *xds.Server
 	api     *api.Handler
+	traces  *receiver.Receiver
 	token   string
 	grpcOpt []grpc.ServerOption
 
@@ -122,7 +131,13 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (_ *Plane, err error) 
 	p.store = st
 	closers = append(closers, func() { _ = st.Close() })
 
-	p.api, err = api.New(api.Config{Store: st, Proxies: xs, Mesh: p.mesh, Token: token, Logger: logger.With("component", "api")})
+	p.traces, err = receiver.New(receiver.Config{MaxSpans: cfg.Trace.BufferSpans, ForwardURL: cfg.Trace.ForwardURL()})
+	if err != nil {
+		return nil, fmt.Errorf("trace receiver: %w", err)
+	}
+	closers = append(closers, func() { _ = p.traces.Close() })
+
+	p.api, err = api.New(api.Config{Store: st, Proxies: xs, Mesh: p.mesh, Token: token, Traces: p.traces, Logger: logger.With("component", "api")})
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +194,9 @@ func (p *Plane) Store() *store.Store { return p.store }
 // Mesh is the membership source.
 func (p *Plane) Mesh() membership.Source { return p.mesh }
 
+// Traces is the embedded trace receiver (OTLP ingest and the span store).
+func (p *Plane) Traces() *receiver.Receiver { return p.traces }
+
 // Handler is the API handler (to wrap with middleware).
 func (p *Plane) Handler() http.Handler { return p.api }
 
@@ -194,6 +212,7 @@ func (p *Plane) Run(ctx context.Context) error {
 	}
 	gs := grpc.NewServer(p.grpcOpt...)
 	p.xds.Register(gs)
+	p.traces.RegisterGRPC(gs)
 	hs := &http.Server{Handler: p.api, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -224,6 +243,8 @@ func (p *Plane) Run(ctx context.Context) error {
 		}()
 	}
 	p.log.Info("control plane serving", "xds", p.XDSAddr(), "api", p.APIAddr(), "data_dir", p.cfg.DataDir, "gossip", p.cfg.Gossip)
+	p.log.Info("trace receiver: OTLP/HTTP on the API listener (POST /v1/traces, no token), OTLP/gRPC on the xDS listener",
+		"buffer_spans", p.cfg.Trace.BufferSpans, "forward", redactedURL(p.cfg.Trace.ForwardURL()))
 
 	var runErr error
 	select {
@@ -240,8 +261,18 @@ func (p *Plane) Run(ctx context.Context) error {
 	gs.Stop()
 	cancel()
 	wg.Wait()
+	_ = p.traces.Close()
 	if err := p.store.Close(); err != nil && runErr == nil {
 		runErr = err
 	}
 	return runErr
+}
+
+// redactedURL hides a password in a URL for the log.
+func redactedURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return s
+	}
+	return u.Redacted()
 }

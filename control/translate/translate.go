@@ -310,7 +310,7 @@ func buildCluster(s string, bp *policy.BackendPolicySpec) (*clusterv3.Cluster, e
 		if cb.HalfOpenProbes != nil {
 			m["halfOpenProbes"] = float64(*cb.HalfOpenProbes)
 		}
-		meta["circuitBreaker"] = m
+		meta["breaker"] = m
 	}
 	if len(meta) > 0 {
 		st, err := structpb.NewStruct(meta)

@@ -147,6 +147,32 @@ func newSnapshot(version string, versions [numKinds]string, res [numKinds]map[st
 	return s
 }
 
+// SnapshotFromResources decodes and validates resources, keyed by type URL
+// (resourcev3.ClusterType, …), as if each type had arrived in one response
+// at version: the way a sidecar would see the control plane's output. A
+// type that is absent is empty; a type URL the client does not subscribe
+// to, a resource of the wrong type, a resource that fails its
+// protoc-gen-validate rules or a duplicate name is an error. The result is
+// not checked for consistency: call Consistent, then BuildModel.
+func SnapshotFromResources(version string, resources map[string][]*anypb.Any) (*Snapshot, error) {
+	for typeURL := range resources {
+		if _, ok := kindOf(typeURL); !ok {
+			return nil, fmt.Errorf("type %q is not one of the subscribed types %v", typeURL, TypeURLs())
+		}
+	}
+	var versions [numKinds]string
+	var decoded [numKinds]map[string]proto.Message
+	for k := range numKinds {
+		typeURL := kindInfo[k].typeURL
+		res, err := decodeResources(k, typeURL, resources[typeURL])
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", kindInfo[k].short, err)
+		}
+		versions[k], decoded[k] = version, res
+	}
+	return newSnapshot(version, versions, decoded), nil
+}
+
 func typedMap[T proto.Message](in map[string]proto.Message) map[string]T {
 	out := make(map[string]T, len(in))
 	for name, m := range in {
