@@ -15,6 +15,8 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/causeway-mesh/causeway/discovery/discoverytest"
+
 	"context"
 )
 
@@ -88,14 +90,14 @@ func FuzzDecodeMeta(f *testing.F) {
 // cluster runs agents over a fault-injecting loopback network.
 type cluster struct {
 	t      *testing.T
-	net    *network
+	net    *discoverytest.Network
 	agents map[string]*Agent
 	cancel map[string]context.CancelFunc
 	done   map[string]chan struct{}
 }
 
 func newCluster(t *testing.T) *cluster {
-	c := &cluster{t: t, net: newNetwork(), agents: map[string]*Agent{}, cancel: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}}
+	c := &cluster{t: t, net: discoverytest.NewNetwork(), agents: map[string]*Agent{}, cancel: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}}
 	t.Cleanup(func() {
 		for name := range c.agents {
 			c.stop(name)
@@ -116,11 +118,11 @@ type agentOpt func(*Config, *Meta)
 // add starts an agent named name serving service, joining seeds.
 func (c *cluster) add(name, service string, seeds []string, opts ...agentOpt) *Agent {
 	c.t.Helper()
-	tr, err := c.net.transport(name)
+	tr, err := c.net.Transport(name)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	cfg := Config{NodeName: name, Bind: tr.addr, Join: seeds, Transport: tr, Logger: testLogger().With("node", name),
+	cfg := Config{NodeName: name, Bind: tr.Addr(), Join: seeds, Transport: tr, Logger: testLogger().With("node", name),
 		ReconnectInterval: 500 * time.Millisecond}
 	meta := Meta{Service: service, Inbound: "127.0.0.1:" + itoa(10000+len(c.agents)), Protocol: "http1", Ready: true}
 	for _, o := range opts {
@@ -288,7 +290,7 @@ func TestGracefulLeaveIsImmediate(t *testing.T) {
 func TestPartitionThenHealReMerges(t *testing.T) {
 	c, _ := start5(t)
 	a, b := []string{"n0", "n1"}, []string{"n2", "n3", "n4"}
-	c.net.split(a, b)
+	c.net.Split(a, b)
 	c.wait(20*time.Second, "both sides to see the other as failed", func() bool {
 		return c.agents["n0"].Snapshot().Alive == 2 && c.agents["n1"].Snapshot().Alive == 2 &&
 			c.agents["n2"].Snapshot().Alive == 3 && c.agents["n3"].Snapshot().Alive == 3 && c.agents["n4"].Snapshot().Alive == 3
@@ -297,7 +299,7 @@ func TestPartitionThenHealReMerges(t *testing.T) {
 		t.Errorf("minority side: failed %d, want 3 (counted toward the cluster size)", s.Failed)
 	}
 	healed := time.Now()
-	c.net.heal()
+	c.net.Heal()
 	took := c.wait(15*time.Second, "views whole again", func() bool {
 		for _, ag := range c.agents {
 			if s := ag.Snapshot(); s.Alive != 5 || s.Failed != 0 {
@@ -455,7 +457,7 @@ func TestKeyRotationWithoutRestart(t *testing.T) {
 // is declared failed, and the suspicion clears when it answers again.
 func TestSuspicionFromOwnProbes(t *testing.T) {
 	c, _ := start5(t)
-	c.net.split([]string{"n0", "n1", "n2", "n3"}, []string{"n4"})
+	c.net.Split([]string{"n0", "n1", "n2", "n3"}, []string{"n4"})
 	cut := time.Now()
 	took := c.wait(15*time.Second, "n0 to suspect n4", func() bool {
 		return c.agents["n0"].Snapshot().Suspect == 1
@@ -467,7 +469,7 @@ func TestSuspicionFromOwnProbes(t *testing.T) {
 	})
 	t.Logf("suspected after %v; isolated side saw no one reachable after %v",
 		took.Round(10*time.Millisecond), time.Since(cut).Round(10*time.Millisecond))
-	c.net.heal()
+	c.net.Heal()
 	c.wait(20*time.Second, "no suspicion and 5 alive everywhere", func() bool {
 		for _, a := range c.agents {
 			if s := a.Snapshot(); s.Alive != 5 || s.Suspect != 0 {

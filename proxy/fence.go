@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/causeway-mesh/causeway/discovery"
 	"github.com/causeway-mesh/causeway/proxy/fencing"
 )
 
@@ -71,21 +70,6 @@ var errBadEpoch = errors.New("x-mesh-epoch is not one decimal number")
 
 func errFenced(st *fencing.State) error {
 	return fmt.Errorf("fenced by %s: %s", st.Source, st.Reason)
-}
-
-// gossipVerdict is the fencing verdict of this sidecar's own gossip view:
-// the whole mesh is the domain, failed members count toward its size and
-// members that left do not, and a member this sidecar suspects counts as
-// unreachable (so a cut-off side fences itself within a few probe rounds,
-// before anyone is declared failed).
-func gossipVerdict(snap *discovery.Snapshot) fencing.Verdict {
-	q := fencing.NewQuorum(snap.Alive+snap.Failed, snap.Alive-snap.Suspect)
-	v := fencing.Verdict{Quorum: q}
-	if !q.Holds() {
-		v.Fenced = true
-		v.Reason = fmt.Sprintf("this side reaches %d of %d members; %d needed", q.Reachable, q.Expected, q.Needed)
-	}
-	return v
 }
 
 // handleFencing serves GET /fencing.

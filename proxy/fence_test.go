@@ -56,6 +56,8 @@ func TestFencingRefusesWritesAndServesReads(t *testing.T) {
 	app := &recordingApp{}
 	m := startMesh(t, "orders", startApp(t, app), config.ProtocolHTTP1)
 	out := "http://" + m.client.addr("outbound") + "/items"
+	m.client.fence.SetEnabled(true) // as fencing.mode: on, or a control plane, would
+	m.server.fence.SetEnabled(true)
 
 	// Writable: the write reaches the app under the client's epoch.
 	m.client.fence.SetRemote(fencing.Verdict{Epoch: 4}, time.Minute)
@@ -133,7 +135,9 @@ func TestAppCannotForgeEpoch(t *testing.T) {
 }
 
 func TestFencingAdmin(t *testing.T) {
-	s := startSidecar(t, testConfig("orders", startApp(t, &recordingApp{}), config.ProtocolHTTP1))
+	cfg := testConfig("orders", startApp(t, &recordingApp{}), config.ProtocolHTTP1)
+	cfg.Fencing.Mode = config.FencingOn
+	s := startSidecar(t, cfg)
 	s.fence.SetLocal(fencing.Verdict{Fenced: true, Reason: "2 of 5 reachable", Quorum: fencing.NewQuorum(5, 2)})
 	resp, body := send(t, "GET", "http://"+s.addr("admin")+"/fencing", "", nil)
 	if resp.StatusCode != 200 || !strings.Contains(body, `"fenced":true`) || !strings.Contains(body, `"needed":3`) {
@@ -154,9 +158,18 @@ func TestGossipVerdict(t *testing.T) {
 		{3, 0, 2, false}, // majority
 		{2, 0, 2, true},  // even split: nobody writes
 	} {
-		v := gossipVerdict(&discovery.Snapshot{Alive: tc.alive, Suspect: tc.suspect, Failed: tc.failed})
+		v := (&Sidecar{}).gossipVerdict(&discovery.Snapshot{Alive: tc.alive, Suspect: tc.suspect, Failed: tc.failed})
 		if v.Fenced != tc.fenced {
 			t.Errorf("alive %d suspect %d failed %d: fenced %v (%s), want %v", tc.alive, tc.suspect, tc.failed, v.Fenced, v.Reason, tc.fenced)
 		}
+	}
+}
+
+func TestFencingOffByDefaultWithoutControlPlane(t *testing.T) {
+	app := &recordingApp{}
+	m := startMesh(t, "orders", startApp(t, app), config.ProtocolHTTP1)
+	m.client.fence.SetLocal(fencing.Verdict{Fenced: true, Reason: "1 of 3"})
+	if resp, _ := send(t, "POST", "http://"+m.client.addr("outbound")+"/items", "x", nil); resp.StatusCode != 200 {
+		t.Fatalf("write with fencing mode auto and no control plane: %d, want it forwarded", resp.StatusCode)
 	}
 }

@@ -110,7 +110,7 @@ func (s *Sidecar) onMembership(snap *discovery.Snapshot) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	s.discovered.Store(snap)
-	s.fence.SetLocal(gossipVerdict(snap))
+	s.fence.SetLocal(s.gossipVerdict(snap))
 	s.publishTable(buildTable(s.cfg.Load(), snap, s.model.Load(), s.table.Load()))
 }
 

@@ -69,8 +69,9 @@ type Sidecar struct {
 	lastReloadErr   atomic.Value                  // string: why the last reload was refused, or ""
 
 	// Fencing: whether writes may pass, and which requests are writes.
-	fence  *fencing.Fence
-	writes atomic.Pointer[fencing.Policy]
+	fence       *fencing.Fence
+	writes      atomic.Pointer[fencing.Policy]
+	fenceDomain atomic.Pointer[fenceDomain]
 
 	// Tracing (nil tracer: off) and this node's logical clocks.
 	tracer *tracing.Provider
@@ -134,7 +135,11 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Sidecar, err
 		}
 		s.xds = c
 	}
-	s.fence = fencing.New(false)
+	// Fencing: with a control plane, writes need its lease (and its policy
+	// may switch fencing off); without one, only fencing.mode on fences.
+	mode := cfg.Fencing.Mode
+	s.fence = fencing.New(cfg.ControlPlane != "" && mode != config.FencingOff)
+	s.fence.SetEnabled(mode == config.FencingOn || (cfg.ControlPlane != "" && mode != config.FencingOff))
 	s.writes.Store(&fencing.Policy{})
 	s.m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -330,6 +335,15 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 	} else {
 		close(agentDone)
 	}
+	reportDone := make(chan struct{})
+	if r, err := s.newFenceReporter(); err != nil {
+		s.log.Error("fencing reporter", "error", err)
+		close(reportDone)
+	} else if r != nil {
+		go s.runFenceReporter(agentCtx, r, reportDone)
+	} else {
+		close(reportDone)
+	}
 	xdsDone := make(chan struct{})
 	if s.xds != nil {
 		go func() {
@@ -391,6 +405,7 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 	stopAgent()
 	<-agentDone
 	<-xdsDone
+	<-reportDone
 	// Phase 3: the admin and health listeners go last, so /ready keeps
 	// answering 503 throughout the drain.
 	_ = s.health.Shutdown(sctx)

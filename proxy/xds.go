@@ -73,6 +73,9 @@ func (s *Sidecar) applyModel(_ context.Context, m *xdsclient.Model) error {
 	first := s.model.Load() == nil
 	s.model.Store(m)
 	s.publishTable(buildTable(s.cfg.Load(), s.discovered.Load(), m, s.table.Load()))
+	if s.cfg.Load().Fencing.Mode != config.FencingOff {
+		s.applyFencingPolicy(m)
+	}
 	s.reloadMu.Unlock()
 	s.log.Info("control-plane configuration applied", "version", m.Version, "services", len(m.Services))
 	if first && s.serving.Load() && !s.draining.Load() {

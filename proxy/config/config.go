@@ -111,6 +111,9 @@ type Config struct {
 	// Inbound configures what applies to calls into the local app.
 	Inbound Inbound `json:"inbound,omitzero"`
 
+	// Fencing configures quorum-based write fencing.
+	Fencing Fencing `json:"fencing,omitzero"`
+
 	// Limits bound what a client may make the sidecar hold.
 	Limits Limits `json:"limits"`
 
@@ -177,6 +180,28 @@ type Upstream struct {
 	// Resilience overrides the top-level resilience policy for calls to
 	// this service.
 	Resilience *Resilience `json:"resilience,omitempty"`
+}
+
+// FencingMode switches write fencing.
+type FencingMode string
+
+// Fencing modes.
+const (
+	// FencingAuto (the default) fences when a control plane is configured,
+	// as its policy says; without one, fencing is off.
+	FencingAuto FencingMode = "auto"
+	// FencingOn fences from this sidecar's gossip view even without a
+	// control plane: writes pass only while it reaches more than half of
+	// the mesh (alive and failed members, not those that left).
+	FencingOn FencingMode = "on"
+	// FencingOff never fences (a control plane's policy cannot turn it on).
+	FencingOff FencingMode = "off"
+)
+
+// Fencing configures write fencing (PRODUCT.md, Fencing semantics).
+type Fencing struct {
+	// Mode is auto, on or off. Default auto.
+	Mode FencingMode `json:"mode,omitempty"`
 }
 
 // Inbound holds policy for calls into the local app.
@@ -409,6 +434,11 @@ func (c *Config) Validate() error {
 		v.addr("controlPlane", c.ControlPlane, false)
 	}
 	c.validateResilience(&v)
+	switch c.Fencing.Mode {
+	case "", FencingAuto, FencingOn, FencingOff:
+	default:
+		v.add("fencing.mode", "%q: want auto, on or off", c.Fencing.Mode)
+	}
 	if c.Weight < 1 || c.Weight > 10000 {
 		v.add("weight", "%d: want 1..10000", c.Weight)
 	}
