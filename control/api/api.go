@@ -80,6 +80,9 @@ type Config struct {
 	Token string
 	// Traces, when set, serves OTLP ingest and the trace queries.
 	Traces Traces
+	// Fencing, when set, serves GET /api/v1/fencing (the partition view:
+	// domains, groups, quorum, epochs), behind the token.
+	Fencing http.Handler
 	Logger *slog.Logger
 }
 
@@ -115,6 +118,9 @@ func New(cfg Config) (*Handler, error) {
 	api("GET /api/v1/build", h.build)
 	if cfg.Traces != nil {
 		h.mountTraces(api)
+	}
+	if cfg.Fencing != nil {
+		api("GET /api/v1/fencing", cfg.Fencing.ServeHTTP)
 	}
 	api("/api/", h.noRoute)
 	return h, nil

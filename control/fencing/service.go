@@ -221,12 +221,17 @@ func (s *Service) Report(_ context.Context, in *fencingpb.ViewReport) (*fencingp
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r.at = now
-	if prev := s.reports[in.GetNodeId()]; prev == nil || now.Sub(prev.at) >= s.ttl() || !r.sameView(prev) {
+	prev := s.reports[in.GetNodeId()]
+	if prev == nil || now.Sub(prev.at) >= s.ttl() || !r.sameView(prev) {
 		s.dirty = true
 	}
 	s.reports[in.GetNodeId()] = r
 	s.maxReported = max(s.maxReported, r.newest)
-	if err := s.evaluateLocked(now); err != nil {
+	// A node reporting for the first time (or again after going silent)
+	// is evaluated at once, so that a sidecar that just started is not
+	// fenced until the next evaluation.
+	_, known := s.verdicts[in.GetNodeId()]
+	if err := s.evaluateLocked(now, prev == nil || !known); err != nil {
 		s.counter.rejected.Add(1)
 		s.cfg.Logger.Error("fencing: no verdict: the epoch could not be stored", "error", err)
 		return nil, status.Error(codes.Unavailable, err.Error())
@@ -290,7 +295,7 @@ func parseReport(in *fencingpb.ViewReport) (*report, error) {
 // membership source's instances. Epoch changes are stored before they
 // take effect; when storing fails nothing changes and the error is
 // returned.
-func (s *Service) evaluateLocked(now time.Time) error {
+func (s *Service) evaluateLocked(now time.Time, force bool) error {
 	var instances []membership.Instance
 	if s.cfg.Members != nil {
 		instances = s.cfg.Members.Instances()
@@ -299,7 +304,7 @@ func (s *Service) evaluateLocked(now time.Time) error {
 		if !s.dirty && now.Before(s.nextExpiry) && slices.Equal(instances, s.lastInstances) {
 			return nil
 		}
-		if now.Sub(s.view.at) < s.cfg.EvaluateEvery {
+		if !force && now.Sub(s.view.at) < s.cfg.EvaluateEvery {
 			return nil
 		}
 	}

@@ -89,7 +89,7 @@ func (s *Service) Status() Status {
 	defer s.mu.Unlock()
 	st := Status{At: now, ReportInterval: s.cfg.ReportInterval.String(), Lease: s.cfg.Lease.String(),
 		Domains: []DomainStatus{}, Nodes: []NodeStatus{}}
-	if err := s.evaluateLocked(now); err != nil {
+	if err := s.evaluateLocked(now, false); err != nil {
 		st.Error = err.Error()
 	}
 	if s.view == nil {
@@ -184,7 +184,7 @@ func (s *Service) Metrics() Metrics {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_ = s.evaluateLocked(now) // on failure, the last good view is reported
+	_ = s.evaluateLocked(now, false) // on failure, the last good view is reported
 	if s.view == nil {
 		return m
 	}

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/causeway-mesh/causeway/control/api"
+	"github.com/causeway-mesh/causeway/control/fencing"
 	"github.com/causeway-mesh/causeway/control/membership"
 	"github.com/causeway-mesh/causeway/control/policy"
 	"github.com/causeway-mesh/causeway/control/store"
@@ -46,6 +47,7 @@ type Plane struct {
 	xds     *xds.Server
 	api     *api.Handler
 	traces  *receiver.Receiver
+	fence   *fencing.Service
 	token   string
 	grpcOpt []grpc.ServerOption
 
@@ -122,14 +124,20 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (_ *Plane, err error) 
 	}
 	p.xds = xs
 
+	p.fence, err = fencing.New(fencing.Config{DataDir: cfg.DataDir, Members: p.mesh, Logger: logger.With("component", "fencing")})
+	if err != nil {
+		return nil, err
+	}
+
 	st, err := store.Open(cfg.DataDir,
 		store.WithAdmission(p.admit),
-		store.WithCommitHook(func(uint64) { xs.Trigger() }))
+		store.WithCommitHook(func(uint64) { xs.Trigger(); p.updateFencing() }))
 	if err != nil {
 		return nil, err
 	}
 	p.store = st
 	closers = append(closers, func() { _ = st.Close() })
+	p.updateFencing()
 
 	p.traces, err = receiver.New(receiver.Config{MaxSpans: cfg.Trace.BufferSpans, ForwardURL: cfg.Trace.ForwardURL()})
 	if err != nil {
@@ -137,7 +145,8 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (_ *Plane, err error) 
 	}
 	closers = append(closers, func() { _ = p.traces.Close() })
 
-	p.api, err = api.New(api.Config{Store: st, Proxies: xs, Mesh: p.mesh, Token: token, Traces: p.traces, Logger: logger.With("component", "api")})
+	p.api, err = api.New(api.Config{Store: st, Proxies: xs, Mesh: p.mesh, Token: token, Traces: p.traces,
+		Fencing: p.fence.Handler(), Logger: logger.With("component", "api")})
 	if err != nil {
 		return nil, err
 	}
@@ -194,6 +203,25 @@ func (p *Plane) Store() *store.Store { return p.store }
 // Mesh is the membership source.
 func (p *Plane) Mesh() membership.Source { return p.mesh }
 
+// updateFencing hands the stored FencingPolicies to the fencing service.
+func (p *Plane) updateFencing() {
+	rs, err := p.store.List(policy.KindFencingPolicy, "")
+	if err != nil {
+		p.log.Error("read fencing policies", "error", err)
+		return
+	}
+	specs := make([]*policy.FencingPolicySpec, 0, len(rs))
+	for _, r := range rs {
+		if r.FencingPolicy != nil {
+			specs = append(specs, r.FencingPolicy)
+		}
+	}
+	p.fence.SetPolicies(specs)
+}
+
+// Fencing is the partition detection and fencing service.
+func (p *Plane) Fencing() *fencing.Service { return p.fence }
+
 // Traces is the embedded trace receiver (OTLP ingest and the span store).
 func (p *Plane) Traces() *receiver.Receiver { return p.traces }
 
@@ -213,6 +241,7 @@ func (p *Plane) Run(ctx context.Context) error {
 	gs := grpc.NewServer(p.grpcOpt...)
 	p.xds.Register(gs)
 	p.traces.RegisterGRPC(gs)
+	p.fence.Register(gs)
 	hs := &http.Server{Handler: p.api, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 
 	runCtx, cancel := context.WithCancel(ctx)
