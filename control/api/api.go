@@ -83,7 +83,7 @@ type Config struct {
 	// Fencing, when set, serves GET /api/v1/fencing (the partition view:
 	// domains, groups, quorum, epochs), behind the token.
 	Fencing http.Handler
-	Logger *slog.Logger
+	Logger  *slog.Logger
 }
 
 // Handler serves the API.
