@@ -86,6 +86,12 @@ func (s *Sidecar) peerHygiene(next http.Handler) http.Handler {
 		}
 		delete(r.Header, HeaderSource)
 		delete(r.Header, "X-Mesh-Error")
+		// Only a verified mutual-TLS peer is named to the app.
+		if id := peerIdentity(r.Context()); id != "" {
+			r.Header[HeaderPeerIdentity] = []string{id}
+		} else {
+			delete(r.Header, HeaderPeerIdentity)
+		}
 		ensureRequestID(r.Header)
 		next.ServeHTTP(w, r)
 	})

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log"
@@ -41,6 +42,9 @@ type httpListener struct {
 	h2wg    sync.WaitGroup
 	h2mu    sync.Mutex
 	h2conns map[net.Conn]struct{}
+
+	// mtls, when set, terminates mutual TLS on this listener (inbound).
+	mtls *meshTLS
 }
 
 // h2Preface is what an HTTP/2 client sends first (RFC 9113 §3.4).
@@ -120,10 +124,29 @@ func (l *httpListener) serve() error {
 	}
 }
 
-// dispatch classifies a new connection by its first bytes.
+// dispatch classifies a new connection by its first bytes: mutual TLS
+// (when this listener takes it), HTTP/2 preface, or HTTP/1.
 func (l *httpListener) dispatch(c net.Conn) {
 	_ = c.SetReadDeadline(time.Now().Add(l.sniffT))
-	prefix, isH2, err := sniff(c)
+	var first []byte
+	if l.mtls != nil {
+		var tlsConn *tls.Conn
+		var err error
+		first, tlsConn, err = l.mtls.accept(c)
+		_ = c.SetReadDeadline(time.Time{})
+		switch {
+		case err != nil:
+			l.m.rejected.WithLabelValues(l.name, l.mtls.reason(err)).Inc()
+			l.log.Debug("refused connection", "listener", l.name, "remote", c.RemoteAddr().String(), "error", err)
+			c.Close()
+			return
+		case tlsConn != nil:
+			l.serveH2(tlsConn, peerIdentityOf(tlsConn))
+			return
+		}
+		_ = c.SetReadDeadline(time.Now().Add(l.sniffT))
+	}
+	prefix, isH2, err := sniffFrom(c, first)
 	_ = c.SetReadDeadline(time.Time{})
 	if err != nil && len(prefix) == 0 {
 		c.Close()
@@ -141,24 +164,34 @@ func (l *httpListener) dispatch(c net.Conn) {
 		}
 		return
 	}
+	l.serveH2(pc, "")
+}
+
+// serveH2 serves an HTTP/2 connection until it ends. peer is the caller's
+// verified SPIFFE ID on a mutual-TLS connection, else "".
+func (l *httpListener) serveH2(c net.Conn, peer string) {
 	l.h2mu.Lock()
 	if l.h2conns == nil { // shutting down
 		l.h2mu.Unlock()
 		c.Close()
 		return
 	}
-	l.h2conns[pc] = struct{}{}
+	l.h2conns[c] = struct{}{}
 	l.h2wg.Add(1)
 	l.h2mu.Unlock()
 	defer func() {
 		l.h2mu.Lock()
-		delete(l.h2conns, pc)
+		delete(l.h2conns, c)
 		l.h2mu.Unlock()
 		l.h2wg.Done()
 	}()
-	hc := &h2Conn{c: pc, m: l.m}
-	l.h2.ServeConn(pc, &http2.ServeConnOpts{
-		Context:    context.WithValue(context.Background(), h2ConnKey{}, hc),
+	hc := &h2Conn{c: c, m: l.m}
+	ctx := context.WithValue(context.Background(), h2ConnKey{}, hc)
+	if peer != "" {
+		ctx = context.WithValue(ctx, peerIdentityKey{}, peer)
+	}
+	l.h2.ServeConn(c, &http2.ServeConnOpts{
+		Context:    ctx,
 		BaseConfig: l.h1,
 		Handler:    l.h1.Handler,
 	})
@@ -189,10 +222,15 @@ func (l *httpListener) shutdown(ctx context.Context) error {
 	return err
 }
 
-// sniff reads until the bytes either match the whole HTTP/2 preface or
-// diverge from it, and returns what it read.
-func sniff(c net.Conn) ([]byte, bool, error) {
+// sniffFrom reads until the bytes (starting with first, already read)
+// either match the whole HTTP/2 preface or diverge from it, and returns
+// what it read.
+func sniffFrom(c net.Conn, first []byte) ([]byte, bool, error) {
 	buf := make([]byte, 0, len(h2Preface))
+	buf = append(buf, first...)
+	if !bytes.HasPrefix(h2Preface, buf) {
+		return buf, false, nil
+	}
 	tmp := make([]byte, len(h2Preface))
 	for len(buf) < len(h2Preface) {
 		n, err := c.Read(tmp[:len(h2Preface)-len(buf)])

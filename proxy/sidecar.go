@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/causeway-mesh/causeway/control/identity"
 	"github.com/causeway-mesh/causeway/control/xdsclient"
 	"github.com/causeway-mesh/causeway/discovery"
 	"github.com/causeway-mesh/causeway/proxy/cluster"
@@ -85,6 +86,10 @@ type Sidecar struct {
 	upstreams   sync.Map
 	limiters    sync.Map // model version + route → *resilience.RateLimiter
 	fileLimiter atomic.Pointer[resilience.RateLimiter]
+
+	// Mutual TLS on the mesh hop (nil meshCreds: plaintext).
+	meshCreds *identity.Credentials
+	mtlsMode  identity.Mode
 
 	// Control plane (nil xds: none configured); model is the applied
 	// configuration, nil before the first.
@@ -159,7 +164,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Sidecar, err
 	s.lastReloadErr.Store("")
 
 	lim := cfg.Limits
-	s.meshDialer = &dialer{pool: "mesh", timeout: lim.ConnectTimeout.Duration, m: s.m}
+	s.meshDialer = &dialer{pool: "mesh", timeout: lim.ConnectTimeout.Duration, m: s.m, creds: s.meshCreds}
 	s.meshTransport = &splitTransport{
 		h2: newH2CTransport(s.meshDialer, lim.MaxHeaderBytes),
 		h1: newH1Transport(s.meshDialer, 16, 0, lim.MaxHeaderBytes),
@@ -222,6 +227,9 @@ func (s *Sidecar) Listen() (err error) {
 			target: func() (string, error) { return app, nil }})
 	} else {
 		s.inbound = newHTTPListener(inLn, s.inboundStack(), opts("inbound", lim.MaxHeaderCount+meshHeaderAllowance), s.m, errLog, s.log)
+		if s.meshCreds != nil {
+			s.inbound.mtls = &meshTLS{creds: s.meshCreds, mode: s.mtlsMode}
+		}
 	}
 	outLn, err := listen("outbound", cfg.Listeners.Outbound)
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/causeway-mesh/causeway/control/identity"
 )
 
 // Upstream connection pools.
@@ -30,6 +32,8 @@ type dialer struct {
 	pool    string
 	timeout time.Duration
 	m       *metrics
+	// creds, when set, makes every connection mutual TLS (the mesh pool).
+	creds *identity.Credentials
 }
 
 func (d *dialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -38,6 +42,12 @@ func (d *dialer) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	if err != nil {
 		d.m.upDials.WithLabelValues(d.pool, "error").Inc()
 		return nil, err
+	}
+	if d.creds != nil {
+		if c, err = clientTLS(ctx, d.creds, c); err != nil {
+			d.m.upDials.WithLabelValues(d.pool, "tls_error").Inc()
+			return nil, err
+		}
 	}
 	d.m.upDials.WithLabelValues(d.pool, "ok").Inc()
 	g := d.m.upConns.WithLabelValues(d.pool)

@@ -1,0 +1,158 @@
+package proxy
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/causeway-mesh/causeway/control/ca"
+	"github.com/causeway-mesh/causeway/control/identity"
+	"github.com/causeway-mesh/causeway/control/identity/spiffeid"
+	"github.com/causeway-mesh/causeway/proxy/config"
+)
+
+const testTrustDomain = "mesh.test"
+
+// meshCredentials issues service's certificate from authority and returns
+// credentials holding it.
+func meshCredentials(t *testing.T, authority *ca.CA, service string) *identity.Credentials {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, err := authority.Sign(csr, spiffeid.Must(testTrustDomain, "default", service), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := &tls.Certificate{PrivateKey: key, Leaf: chain[0]}
+	for _, c := range chain {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	creds, err := identity.NewCredentials(testTrustDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := creds.Update(cert, authority.Roots()); err != nil {
+		t.Fatal(err)
+	}
+	return creds
+}
+
+// identityApp records the x-mesh-peer-identity of each request.
+type identityApp struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (a *identityApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.mu.Lock()
+	a.seen = append(a.seen, r.Header.Get(HeaderPeerIdentity))
+	a.mu.Unlock()
+	_, _ = io.WriteString(w, "ok")
+}
+
+func (a *identityApp) take() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.seen
+	a.seen = nil
+	return s
+}
+
+// mtlsPair starts a server sidecar for "orders" (mode, server creds) and a
+// client sidecar "web" (client creds, nil for plaintext) routing to it.
+func mtlsPair(t *testing.T, app http.Handler, serverCreds *identity.Credentials, mode identity.Mode, clientCreds *identity.Credentials) (client, server *runningSidecar) {
+	t.Helper()
+	server = startSidecarWith(t, testConfig("orders", startApp(t, app), config.ProtocolHTTP1), WithMeshIdentity(serverCreds, mode))
+	ccfg := testConfig("web", "127.0.0.1:1", config.ProtocolHTTP1)
+	ccfg.Upstreams = map[string]config.Upstream{"orders": {Endpoints: []string{server.addr("inbound")}}}
+	var opts []Option
+	if clientCreds != nil {
+		opts = append(opts, WithMeshIdentity(clientCreds, identity.ModeStrict))
+	}
+	client = startSidecarWith(t, ccfg, opts...)
+	return client, server
+}
+
+func TestMutualTLSBetweenSidecars(t *testing.T) {
+	authority, err := ca.LoadOrCreate(t.TempDir(), testTrustDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ca.LoadOrCreate(t.TempDir(), testTrustDomain) // an untrusted root
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &identityApp{}
+	serverCreds := meshCredentials(t, authority, "orders")
+
+	t.Run("strict: the app learns the verified caller, a forged header is replaced", func(t *testing.T) {
+		client, _ := mtlsPair(t, app, serverCreds, identity.ModeStrict, meshCredentials(t, authority, "web"))
+		resp, _ := send(t, "GET", "http://"+client.addr("outbound")+"/", "", map[string]string{HeaderPeerIdentity: "spiffe://mesh.test/ns/default/sa/admin"})
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		if got := app.take(); len(got) != 1 || got[0] != "spiffe://mesh.test/ns/default/sa/web" {
+			t.Fatalf("app saw identities %q, want the verified spiffe://mesh.test/ns/default/sa/web", got)
+		}
+	})
+	t.Run("strict: a plaintext caller is refused", func(t *testing.T) {
+		client, server := mtlsPair(t, app, serverCreds, identity.ModeStrict, nil)
+		resp, _ := send(t, "GET", "http://"+client.addr("outbound")+"/", "", nil)
+		if resp.StatusCode < 500 {
+			t.Fatalf("status %d through a strict peer without a certificate", resp.StatusCode)
+		}
+		if got := app.take(); len(got) != 0 {
+			t.Fatalf("app saw %d requests", len(got))
+		}
+		_, body := send(t, "GET", "http://"+server.addr("admin")+"/metrics", "", nil)
+		if !containsLine(body, `mesh_rejected_requests_total{listener="inbound",reason="plaintext_refused"}`) {
+			t.Error("the refused plaintext connection is not counted")
+		}
+	})
+	t.Run("strict: a certificate from an untrusted root is refused", func(t *testing.T) {
+		client, _ := mtlsPair(t, app, serverCreds, identity.ModeStrict, meshCredentials(t, other, "web"))
+		resp, _ := send(t, "GET", "http://"+client.addr("outbound")+"/", "", nil)
+		if resp.StatusCode < 500 {
+			t.Fatalf("status %d with an untrusted client certificate", resp.StatusCode)
+		}
+		if got := app.take(); len(got) != 0 {
+			t.Fatalf("app saw %d requests", len(got))
+		}
+	})
+	t.Run("permissive: plaintext callers pass without an identity", func(t *testing.T) {
+		client, _ := mtlsPair(t, app, serverCreds, identity.ModePermissive, nil)
+		resp, _ := send(t, "GET", "http://"+client.addr("outbound")+"/", "", map[string]string{HeaderPeerIdentity: "spiffe://mesh.test/ns/default/sa/admin"})
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		if got := app.take(); len(got) != 1 || got[0] != "" {
+			t.Fatalf("app saw identities %q, want none for a plaintext caller", got)
+		}
+	})
+}
+
+func containsLine(body, prefix string) bool {
+	for i := 0; i+len(prefix) <= len(body); i++ {
+		if body[i:i+len(prefix)] == prefix && (i == 0 || body[i-1] == '\n') {
+			return true
+		}
+	}
+	return false
+}
