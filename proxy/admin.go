@@ -63,6 +63,8 @@ func (s *Sidecar) readiness() string {
 		return "listeners not started"
 	case s.agent != nil && !s.agent.Joined():
 		return "gossip join pending (retrying the seeds)"
+	case s.certificatePending():
+		return "waiting for the mesh certificate from the control plane"
 	case s.controlPlanePending():
 		return "waiting for the first configuration from the control plane"
 	}

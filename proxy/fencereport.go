@@ -28,10 +28,11 @@ func (s *Sidecar) newFenceReporter() (*fencing.Reporter, error) {
 		return nil, nil
 	}
 	return fencing.NewReporter(fencing.ReporterConfig{
-		Addr:      cfg.ControlPlane,
-		View:      s.fenceView,
-		OnVerdict: s.onVerdict,
-		Logger:    s.log.With("component", "fencing"),
+		Addr:        cfg.ControlPlane,
+		DialOptions: s.controlPlaneDialOptions(),
+		View:        s.fenceView,
+		OnVerdict:   s.onVerdict,
+		Logger:      s.log.With("component", "fencing"),
 	})
 }
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -8,13 +9,17 @@ import (
 	"crypto/x509"
 	"io"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/causeway-mesh/causeway/control/ca"
+	"github.com/causeway-mesh/causeway/control/ca/bootstrap"
 	"github.com/causeway-mesh/causeway/control/identity"
 	"github.com/causeway-mesh/causeway/control/identity/spiffeid"
+	"github.com/causeway-mesh/causeway/control/membership"
+	"github.com/causeway-mesh/causeway/control/plane"
 	"github.com/causeway-mesh/causeway/proxy/config"
 )
 
@@ -155,4 +160,79 @@ func containsLine(body, prefix string) bool {
 		}
 	}
 	return false
+}
+
+// TestMutualTLSFromTheControlPlane: the control plane is the CA; sidecars
+// obtain their certificates with bootstrap tokens, fetch xDS over TLS with
+// them, and talk mutual TLS to each other; a token for another service
+// yields no certificate, so that sidecar never becomes ready.
+func TestMutualTLSFromTheControlPlane(t *testing.T) {
+	dataDir := t.TempDir()
+	cfg := plane.Default()
+	cfg.DataDir, cfg.XDS, cfg.API, cfg.Gossip = dataDir, "127.0.0.1:0", "127.0.0.1:0", plane.GossipOff
+	cfg.TLS.Enabled, cfg.TLS.TrustDomain = true, testTrustDomain
+	cfg.Debounce.Duration, cfg.DebounceMax.Duration = 20*time.Millisecond, 200*time.Millisecond
+	mesh := membership.NewStatic(nil)
+	cp, err := plane.New(cfg, testLogger(), plane.WithMembership(mesh))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = cp.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	start := func(service, app string, tokenFor string) *runningSidecar {
+		token, _, err := cp.Tokens().Create(bootstrap.Scope{Service: tokenFor, Namespace: "default"}, time.Hour, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := cpConfig(service, app, cp.XDSAddr())
+		c.MTLS = config.MTLS{Mode: "strict", TrustDomain: testTrustDomain, CABundle: filepath.Join(dataDir, plane.BundleFile)}
+		idm, mode, err := NewIdentityManager(c, func(k string) (string, bool) { return token, k == "MESH_BOOTSTRAP_TOKEN" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return startSidecarWith(t, c, WithIdentityManager(idm, mode))
+	}
+	app := &identityApp{}
+	orders := start("orders", startApp(t, app), "orders")
+	web := start("web", "127.0.0.1:1", "web")
+	mesh.Set([]membership.Instance{{Node: "orders-1", Service: "orders", Addr: orders.addr("inbound"), Weight: 1, Health: membership.Healthy}})
+	cp.XDS().Trigger()
+	waitFor(t, 10*time.Second, "web to reach orders over mutual TLS", func() bool {
+		code, _ := cpGet(t, web.addr("outbound"), "orders", nil)
+		return code == 200
+	})
+	if got := app.take(); len(got) == 0 || got[len(got)-1] != "spiffe://mesh.test/ns/default/sa/web" {
+		t.Fatalf("orders' app saw identities %q, want the caller spiffe://mesh.test/ns/default/sa/web", got)
+	}
+
+	// A token for another service: the CA refuses the CSR, the sidecar
+	// never gets a certificate and never reports ready.
+	token, _, err := cp.Tokens().Create(bootstrap.Scope{Service: "orders", Namespace: "default"}, time.Hour, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cpConfig("payments", startApp(t, app), cp.XDSAddr())
+	c.MTLS = config.MTLS{Mode: "strict", TrustDomain: testTrustDomain, CABundle: filepath.Join(dataDir, plane.BundleFile)}
+	idm, mode, err := NewIdentityManager(c, func(k string) (string, bool) { return token, k == "MESH_BOOTSTRAP_TOKEN" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(c, testLogger(), WithIdentityManager(idm, mode))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	sctx, scancel := context.WithCancel(context.Background())
+	sdone := make(chan struct{})
+	go func() { defer close(sdone); _ = s.Serve(sctx) }()
+	defer func() { scancel(); <-sdone }()
+	time.Sleep(time.Second) // a negative: give it time to (wrongly) succeed
+	if s.Ready() || s.readiness() != "waiting for the mesh certificate from the control plane" {
+		t.Fatalf("a sidecar holding another service's token: ready=%v (%s)", s.Ready(), s.readiness())
+	}
 }

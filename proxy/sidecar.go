@@ -87,9 +87,11 @@ type Sidecar struct {
 	limiters    sync.Map // model version + route → *resilience.RateLimiter
 	fileLimiter atomic.Pointer[resilience.RateLimiter]
 
-	// Mutual TLS on the mesh hop (nil meshCreds: plaintext).
+	// Mutual TLS on the mesh hop (nil meshCreds: plaintext), with
+	// certificates from the control plane's CA (idm) or given directly.
 	meshCreds *identity.Credentials
 	mtlsMode  identity.Mode
+	idm       *identity.Manager
 
 	// Control plane (nil xds: none configured); model is the applied
 	// configuration, nil before the first.
@@ -352,19 +354,45 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 	} else {
 		close(reportDone)
 	}
+	idDone := make(chan struct{})
+	if s.idm != nil {
+		go func() {
+			defer close(idDone)
+			if err := s.idm.Run(agentCtx); err != nil {
+				s.log.Error("mesh certificate manager stopped", "error", err)
+			}
+		}()
+		go func() {
+			select {
+			case <-s.idm.Ready():
+				s.log.Info("mesh certificate obtained", "id", s.idm.ID().String())
+				s.advertiseIfReady()
+			case <-agentCtx.Done():
+			}
+		}()
+	} else {
+		close(idDone)
+	}
 	xdsDone := make(chan struct{})
 	if s.xds != nil {
 		go func() {
 			defer close(xdsDone)
+			// With a mesh identity, the control plane serves only a caller
+			// that presents its certificate: wait for the first one.
+			if s.idm != nil {
+				select {
+				case <-s.idm.Ready():
+				case <-agentCtx.Done():
+					return
+				}
+			}
 			_ = s.xds.Run(agentCtx)
 		}()
 	} else {
 		close(xdsDone)
 	}
 	s.serving.Store(true)
-	if !s.controlPlanePending() {
-		s.setAdvertisedReady(true)
-	}
+	s.advertiseIfReady()
 	s.log.Info("sidecar serving", "node", cfg.NodeID, "listeners", s.Addrs(), "app", cfg.App, "appProtocol", cfg.AppProtocol)
 
 	var runErr error
@@ -414,6 +442,7 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 	<-agentDone
 	<-xdsDone
 	<-reportDone
+	<-idDone
 	// Phase 3: the admin and health listeners go last, so /ready keeps
 	// answering 503 throughout the drain.
 	_ = s.health.Shutdown(sctx)

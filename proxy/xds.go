@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/causeway-mesh/causeway/control/xdsclient"
 	"github.com/causeway-mesh/causeway/discovery"
@@ -53,6 +54,7 @@ func (s *Sidecar) newXDSClient(cfg *config.Config) (*xdsclient.Client, error) {
 		Zone:        cfg.Zone,
 		Version:     cfg.AppVersion,
 		Apply:       xdsclient.ModelApplier(s.applyModel),
+		Credentials: s.controlPlaneCredentials(),
 		Logger:      s.log.With("component", "xds"),
 		Metrics: xdsclient.Metrics{
 			UpdateApplied: func(string) { applied.Inc() },
@@ -78,8 +80,8 @@ func (s *Sidecar) applyModel(_ context.Context, m *xdsclient.Model) error {
 	}
 	s.reloadMu.Unlock()
 	s.log.Info("control-plane configuration applied", "version", m.Version, "services", len(m.Services))
-	if first && s.serving.Load() && !s.draining.Load() {
-		s.setAdvertisedReady(true)
+	if first {
+		s.advertiseIfReady()
 	}
 	return nil
 }
@@ -162,4 +164,35 @@ func shortType(typeURL string) string {
 		}
 	}
 	return typeURL
+}
+
+// controlPlaneCredentials secure the xDS connection when the sidecar has a
+// mesh identity (nil: plaintext).
+func (s *Sidecar) controlPlaneCredentials() credentials.TransportCredentials {
+	if s.idm == nil {
+		return nil
+	}
+	return s.idm.ControlPlaneCredentials()
+}
+
+// certificatePending reports whether mutual TLS is on and no certificate
+// has been obtained yet.
+func (s *Sidecar) certificatePending() bool {
+	if s.idm == nil {
+		return false
+	}
+	select {
+	case <-s.idm.Ready():
+		return false
+	default:
+		return true
+	}
+}
+
+// advertiseIfReady gossips this instance as ready once everything /ready
+// waits for is there.
+func (s *Sidecar) advertiseIfReady() {
+	if s.serving.Load() && !s.draining.Load() && !s.controlPlanePending() && !s.certificatePending() {
+		s.setAdvertisedReady(true)
+	}
 }

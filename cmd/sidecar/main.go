@@ -79,7 +79,12 @@ func run(args []string, env func(string) (string, bool), stdout, stderr io.Write
 		logger.Info("tracing on", "endpoint", tcfg.Endpoint, "protocol", tcfg.Protocol)
 	}
 
-	s, err := proxy.New(cfg, logger, proxy.WithConfigFile(loaded.File), proxy.WithTracing(tracer))
+	idm, mode, err := proxy.NewIdentityManager(cfg, env)
+	if err != nil {
+		fmt.Fprintln(stderr, "sidecar: mutual TLS:", err)
+		return 2
+	}
+	s, err := proxy.New(cfg, logger, proxy.WithConfigFile(loaded.File), proxy.WithTracing(tracer), proxy.WithIdentityManager(idm, mode))
 	if err != nil {
 		logger.Error("cannot build sidecar", "error", err)
 		return 1

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"google.golang.org/grpc/credentials"
 )
 
 // PinPrefix starts a pinned public-key hash.
@@ -147,4 +149,12 @@ func parseCertificates(b []byte) ([]*x509.Certificate, error) {
 		return nil, errors.New("data that is not PEM after the last block")
 	}
 	return out, nil
+}
+
+// ControlPlaneCredentials are gRPC transport credentials for the sidecar's
+// other connections to the control plane (xDS, fencing reports): the
+// server verified as for Sign, and the current certificate presented, so
+// the control plane knows which service is asking.
+func (m *Manager) ControlPlaneCredentials() credentials.TransportCredentials {
+	return credentials.NewTLS(m.controlPlaneTLS())
 }

@@ -16,6 +16,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"sigs.k8s.io/yaml"
+
+	"github.com/causeway-mesh/causeway/control/identity/spiffeid"
 )
 
 // EnvPrefix prefixes every flag's environment variable: --data-dir is
@@ -60,6 +62,21 @@ type Config struct {
 	Log             Log      `json:"log"`
 	// Trace configures the embedded OTLP trace receiver.
 	Trace Trace `json:"trace"`
+	// TLS makes the control plane the mesh's certificate authority and
+	// serves xDS (with the Identity service) and the API over TLS.
+	TLS TLS `json:"tls"`
+}
+
+// TLS configures the control plane's certificate authority (package
+// control/ca) and its TLS listeners.
+type TLS struct {
+	// Enabled turns the CA and TLS on. Default false.
+	Enabled bool `json:"enabled"`
+	// TrustDomain names the mesh in SPIFFE IDs. Default "causeway.local".
+	TrustDomain string `json:"trustDomain"`
+	// Hosts are the DNS names and IPs in the control plane's serving
+	// certificate. Default: localhost, 127.0.0.1 and the host name.
+	Hosts []string `json:"hosts"`
 }
 
 // Trace configures the embedded OTLP trace receiver: OTLP/HTTP on the API
@@ -128,6 +145,7 @@ func Default() Config {
 		ShutdownTimeout: Duration{10 * time.Second},
 		Log:             Log{Level: "info", Format: "text"},
 		Trace:           Trace{BufferSpans: DefaultTraceBufferSpans},
+		TLS:             TLS{TrustDomain: "causeway.local"},
 	}
 }
 
@@ -137,6 +155,11 @@ func (c *Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if c.TLS.Enabled {
+		if err := spiffeid.ValidateTrustDomain(c.TLS.TrustDomain); err != nil {
+			bad("tls.trustDomain", "%v", err)
+		}
 	}
 	hostPort := func(field, v string) {
 		if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
@@ -311,6 +334,9 @@ func newFlagSet(cfg *Config, file *string, out io.Writer) *pflag.FlagSet {
 	fs.StringVar(&cfg.Gossip, "gossip", cfg.Gossip, `gossip HOST:PORT to watch the mesh's membership, or "off"`)
 	fs.StringSliceVar(&cfg.Join, "join", cfg.Join, "gossip seeds HOST:PORT, comma-separated")
 	fs.StringVar(&cfg.GossipLabel, "gossip-label", cfg.GossipLabel, "gossip cluster label (must match the sidecars')")
+	fs.BoolVar(&cfg.TLS.Enabled, "tls", cfg.TLS.Enabled, "be the mesh's certificate authority; serve xDS, identity and the API over TLS")
+	fs.StringVar(&cfg.TLS.TrustDomain, "trust-domain", cfg.TLS.TrustDomain, "the mesh's SPIFFE trust domain")
+	fs.StringSliceVar(&cfg.TLS.Hosts, "tls-host", cfg.TLS.Hosts, "DNS names and IPs of the serving certificate (default localhost, 127.0.0.1, the host name)")
 	fs.DurationVar(&cfg.Debounce.Duration, "debounce", cfg.Debounce.Duration, "push once changes have been quiet this long")
 	fs.DurationVar(&cfg.DebounceMax.Duration, "debounce-max", cfg.DebounceMax.Duration, "push at most this long after the first change")
 	fs.DurationVar(&cfg.ShutdownTimeout.Duration, "shutdown-timeout", cfg.ShutdownTimeout.Duration, "graceful stop deadline")

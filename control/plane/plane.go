@@ -16,6 +16,7 @@ package plane
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,8 +27,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/causeway-mesh/causeway/control/api"
+	"github.com/causeway-mesh/causeway/control/ca"
+	"github.com/causeway-mesh/causeway/control/ca/bootstrap"
+	"github.com/causeway-mesh/causeway/control/ca/issuer"
 	"github.com/causeway-mesh/causeway/control/fencing"
 	"github.com/causeway-mesh/causeway/control/membership"
 	"github.com/causeway-mesh/causeway/control/policy"
@@ -48,8 +53,15 @@ type Plane struct {
 	api     *api.Handler
 	traces  *receiver.Receiver
 	fence   *fencing.Service
-	token   string
-	grpcOpt []grpc.ServerOption
+
+	// With TLS: the mesh's CA, bootstrap tokens, the Identity service and
+	// the serving configuration of both listeners.
+	ca       *ca.CA
+	tokens   *bootstrap.Store
+	issuer   *issuer.Server
+	serveTLS *tls.Config
+	token    string
+	grpcOpt  []grpc.ServerOption
 
 	xdsLis, apiLis net.Listener
 }
@@ -117,7 +129,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (_ *Plane, err error) 
 
 	xs, err := xds.New(xds.Config{
 		Build: p.build, Debounce: cfg.Debounce.Duration, DebounceMax: cfg.DebounceMax.Duration,
-		Logger: logger.With("component", "xds"),
+		Logger: logger.With("component", "xds"), Authorize: p.authorizeNode,
 	})
 	if err != nil {
 		return nil, err
@@ -149,6 +161,11 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (_ *Plane, err error) 
 		Fencing: p.fence.Handler(), Logger: logger.With("component", "api")})
 	if err != nil {
 		return nil, err
+	}
+	if cfg.TLS.Enabled {
+		if err := p.setUpTLS(); err != nil {
+			return nil, err
+		}
 	}
 	if p.xdsLis, err = net.Listen("tcp", cfg.XDS); err != nil {
 		return nil, fmt.Errorf("xds listener: %w", err)
@@ -238,11 +255,18 @@ func (p *Plane) Run(ctx context.Context) error {
 	if err := p.xds.Rebuild(); err != nil {
 		p.log.Error("the first xDS build failed; sidecars get configuration once a build succeeds", "error", err)
 	}
-	gs := grpc.NewServer(p.grpcOpt...)
+	opts := p.grpcOpt
+	if p.serveTLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(p.serveTLS)))
+	}
+	gs := grpc.NewServer(opts...)
+	if p.issuer != nil {
+		p.issuer.Register(gs)
+	}
 	p.xds.Register(gs)
 	p.traces.RegisterGRPC(gs)
 	p.fence.Register(gs)
-	hs := &http.Server{Handler: p.api, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	hs := &http.Server{Handler: p.httpHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, TLSConfig: p.serveTLS}
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -258,7 +282,11 @@ func (p *Plane) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		if err := hs.Serve(p.apiLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return hs.Serve(p.apiLis) }
+		if p.serveTLS != nil {
+			serve = func() error { return hs.ServeTLS(p.apiLis, "", "") }
+		}
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("api server: %w", err)
 		}
 	}()

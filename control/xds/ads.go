@@ -40,9 +40,15 @@ func deltaID(id int64) int64 { return -id }
 
 type sotwCallbacks struct{ s *Server }
 
-func (c sotwCallbacks) OnStreamOpen(context.Context, int64, string) error { return nil }
-func (c sotwCallbacks) OnStreamClosed(id int64, _ *corev3.Node)           { c.s.closeStream(id) }
+func (c sotwCallbacks) OnStreamOpen(ctx context.Context, id int64, _ string) error {
+	c.s.openStream(ctx, id)
+	return nil
+}
+func (c sotwCallbacks) OnStreamClosed(id int64, _ *corev3.Node) { c.s.closeStream(id) }
 func (c sotwCallbacks) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+	if err := c.s.authorize(id, req.GetNode()); err != nil {
+		return err
+	}
 	c.s.onRequest(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 	return nil
 }
@@ -52,12 +58,43 @@ func (c sotwCallbacks) OnStreamResponse(_ context.Context, id int64, req *discov
 
 type deltaCallbacks struct{ s *Server }
 
-func (c deltaCallbacks) OnDeltaStreamOpen(context.Context, int64, string) error { return nil }
-func (c deltaCallbacks) OnDeltaStreamClosed(id int64, _ *corev3.Node)           { c.s.closeStream(deltaID(id)) }
+func (c deltaCallbacks) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	c.s.openStream(ctx, deltaID(id))
+	return nil
+}
+func (c deltaCallbacks) OnDeltaStreamClosed(id int64, _ *corev3.Node) { c.s.closeStream(deltaID(id)) }
 func (c deltaCallbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	if err := c.s.authorize(deltaID(id), req.GetNode()); err != nil {
+		return err
+	}
 	c.s.onRequest(deltaID(id), req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 	return nil
 }
 func (c deltaCallbacks) OnStreamDeltaResponse(id int64, req *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 	c.s.onResponse(deltaID(id), req.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
+}
+
+// openStream remembers a stream's context until its node is authorized.
+func (s *Server) openStream(ctx context.Context, id int64) {
+	if s.cfg.Authorize != nil {
+		s.streamCtx.Store(id, ctx)
+	}
+}
+
+// authorize checks, on a stream's first request that names its node, that
+// the peer may claim that node (Config.Authorize); an error closes the
+// stream.
+func (s *Server) authorize(id int64, node *corev3.Node) error {
+	if s.cfg.Authorize == nil || node == nil {
+		return nil
+	}
+	v, ok := s.streamCtx.LoadAndDelete(id)
+	if !ok {
+		return nil // authorized on an earlier request
+	}
+	if err := s.cfg.Authorize(v.(context.Context), node); err != nil {
+		s.cfg.Logger.Warn("xds stream refused", "node", node.GetId(), "service", node.GetCluster(), "error", err)
+		return err
+	}
+	return nil
 }

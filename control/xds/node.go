@@ -208,6 +208,7 @@ func (s *Server) latestGen() *generation {
 }
 
 func (s *Server) closeStream(id int64) {
+	s.streamCtx.Delete(id)
 	s.mu.Lock()
 	st := s.streams[id]
 	delete(s.streams, id)

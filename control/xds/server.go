@@ -37,6 +37,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -68,6 +69,10 @@ type Config struct {
 	// OnPush, if set, is called from the build loop after a generation
 	// has been handed to every node (tests and metrics).
 	OnPush func(version string, nodes int)
+	// Authorize, if set, decides whether the peer of a stream (its
+	// context: TLS peer, metadata) may fetch the configuration of node;
+	// an error closes the stream. Called once per stream.
+	Authorize func(ctx context.Context, node *corev3.Node) error
 }
 
 // generation is one built, validated resource set, shared by every node
@@ -81,10 +86,11 @@ type generation struct {
 
 // Server is the xDS server and the proxies' status.
 type Server struct {
-	cfg    Config
-	cache  cachev3.SnapshotCache
-	ads    *adsService
-	bootID string
+	cfg       Config
+	streamCtx sync.Map // stream id → context, until Authorize ran
+	cache     cachev3.SnapshotCache
+	ads       *adsService
+	bootID    string
 
 	dirty chan struct{}
 

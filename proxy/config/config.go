@@ -114,6 +114,10 @@ type Config struct {
 	// Fencing configures quorum-based write fencing.
 	Fencing Fencing `json:"fencing,omitzero"`
 
+	// MTLS configures mutual TLS between sidecars, with certificates
+	// issued by the control plane.
+	MTLS MTLS `json:"mtls,omitzero"`
+
 	// Limits bound what a client may make the sidecar hold.
 	Limits Limits `json:"limits"`
 
@@ -202,6 +206,30 @@ const (
 type Fencing struct {
 	// Mode is auto, on or off. Default auto.
 	Mode FencingMode `json:"mode,omitempty"`
+}
+
+// MTLS configures the mesh identity of this sidecar. With a mode other
+// than off, the sidecar generates its key, obtains a SPIFFE certificate
+// from the control plane with a bootstrap token, renews it, and speaks
+// mutual TLS to other sidecars and to the control plane.
+type MTLS struct {
+	// Mode is off (default), permissive (inbound also accepts plaintext)
+	// or strict (inbound accepts mutual TLS only).
+	Mode string `json:"mode,omitempty"`
+	// TrustDomain is the mesh's SPIFFE trust domain. Default
+	// causeway.local.
+	TrustDomain string `json:"trustDomain,omitempty"`
+	// Namespace is this service's namespace in its SPIFFE ID. Default
+	// "default".
+	Namespace string `json:"namespace,omitempty"`
+	// TokenFile holds the bootstrap token (or MESH_BOOTSTRAP_TOKEN).
+	TokenFile string `json:"tokenFile,omitempty"`
+	// CABundle is a PEM file of the mesh's root(s), to trust the control
+	// plane at bootstrap; or give CAPin instead.
+	CABundle string `json:"caBundle,omitempty"`
+	// CAPin is the control plane's root key hash, sha256:<hex>, as its log
+	// prints it.
+	CAPin string `json:"caPin,omitempty"`
 }
 
 // Inbound holds policy for calls into the local app.
@@ -434,6 +462,18 @@ func (c *Config) Validate() error {
 		v.addr("controlPlane", c.ControlPlane, false)
 	}
 	c.validateResilience(&v)
+	switch c.MTLS.Mode {
+	case "", "off":
+	case "permissive", "strict":
+		if c.ControlPlane == "" {
+			v.add("mtls.mode", "%q needs a control plane to issue certificates (controlPlane)", c.MTLS.Mode)
+		}
+		if c.MTLS.CABundle == "" && c.MTLS.CAPin == "" {
+			v.add("mtls", "caBundle or caPin is required to trust the control plane")
+		}
+	default:
+		v.add("mtls.mode", "%q: want off, permissive or strict", c.MTLS.Mode)
+	}
 	switch c.Fencing.Mode {
 	case "", FencingAuto, FencingOn, FencingOff:
 	default:
