@@ -67,6 +67,8 @@ func (s *Sidecar) readiness() string {
 		return "waiting for the mesh certificate from the control plane"
 	case s.controlPlanePending():
 		return "waiting for the first configuration from the control plane"
+	case s.fence.AwaitingVerdict():
+		return "waiting for the first fencing verdict from the control plane"
 	}
 	return ""
 }

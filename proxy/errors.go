@@ -148,7 +148,7 @@ func (ew *errorWriter) write(w http.ResponseWriter, r *http.Request, e *Error) {
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(e.Status)
-	fmt.Fprintf(w, "%s: %s\n", e.Code, http.StatusText(e.Status))
+	fmt.Fprintf(w, "%s: %s\n", e.Code, http.StatusText(e.Status)) //nolint:gosec // text/plain with nosniff; both strings are the proxy's own
 }
 
 // logLimiter lets at most one warning per code per second through, so an

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 
@@ -14,7 +15,7 @@ import (
 // NewIdentityManager builds the certificate manager for cfg.MTLS, or nil
 // when mutual TLS is off. The bootstrap token comes from the token file or
 // MESH_BOOTSTRAP_TOKEN (env).
-func NewIdentityManager(cfg *config.Config, env func(string) (string, bool)) (*identity.Manager, identity.Mode, error) {
+func NewIdentityManager(cfg *config.Config, env func(string) (string, bool), log *slog.Logger) (*identity.Manager, identity.Mode, error) {
 	mode, err := identity.ParseMode(cfg.MTLS.Mode)
 	if cfg.MTLS.Mode == "" || err != nil || mode == identity.ModeOff {
 		return nil, identity.ModeOff, err
@@ -46,6 +47,7 @@ func NewIdentityManager(cfg *config.Config, env func(string) (string, bool)) (*i
 	m, err := identity.New(identity.Config{
 		ControlPlane: cfg.ControlPlane, TrustDomain: td, Service: cfg.Service,
 		Namespace: cfg.MTLS.Namespace, Token: strings.TrimSpace(token), Anchor: anchor,
+		Log: log.With("component", "identity"),
 	})
 	if err != nil {
 		return nil, 0, err

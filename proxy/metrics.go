@@ -37,6 +37,7 @@ type metrics struct {
 	ejections          *prometheus.CounterVec // destination_service
 	faults             *prometheus.CounterVec // destination_service, kind
 	rateLimited        prometheus.Counter
+	authzDenied        *prometheus.CounterVec // reason: denied, bad_path
 
 	sources labelSet // inbound source_service values seen
 }
@@ -109,11 +110,14 @@ func newMetrics() *metrics {
 		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mesh_rate_limited_total", Help: "Inbound requests refused by a local rate limit (429).",
 		}),
+		authzDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_authz_denied_total", Help: "Inbound requests refused by the service's AuthorizationPolicy (denied) or for a path that cannot be normalized (bad_path).",
+		}, []string{"reason"}),
 		sources: labelSet{max: 256},
 	}
 	reg.MustRegister(m.requests, m.duration, m.errors, m.rejected, m.active, m.accepted,
 		m.upConns, m.upDials, m.h2Resets, m.tcpActive, m.reloads, m.fencedWrites, m.clockErrors,
-		m.attempts, m.retryDecisions, m.budgetExhausted, m.breakerTransitions, m.ejections, m.faults, m.rateLimited)
+		m.attempts, m.retryDecisions, m.budgetExhausted, m.breakerTransitions, m.ejections, m.faults, m.rateLimited, m.authzDenied)
 	return m
 }
 

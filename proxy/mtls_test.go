@@ -20,6 +20,8 @@ import (
 	"github.com/causeway-mesh/causeway/control/identity/spiffeid"
 	"github.com/causeway-mesh/causeway/control/membership"
 	"github.com/causeway-mesh/causeway/control/plane"
+	"github.com/causeway-mesh/causeway/control/policy"
+	"github.com/causeway-mesh/causeway/control/store"
 	"github.com/causeway-mesh/causeway/proxy/config"
 )
 
@@ -162,11 +164,11 @@ func containsLine(body, prefix string) bool {
 	return false
 }
 
-// TestMutualTLSFromTheControlPlane: the control plane is the CA; sidecars
-// obtain their certificates with bootstrap tokens, fetch xDS over TLS with
-// them, and talk mutual TLS to each other; a token for another service
-// yields no certificate, so that sidecar never becomes ready.
-func TestMutualTLSFromTheControlPlane(t *testing.T) {
+// tlsControlPlane runs a control plane that is the mesh's CA, and returns
+// it with a function starting a sidecar for service (mTLS strict) whose
+// bootstrap token is scoped to tokenFor.
+func tlsControlPlane(t *testing.T) (*plane.Plane, *membership.Static, func(service, app, tokenFor string) *runningSidecar) {
+	t.Helper()
 	dataDir := t.TempDir()
 	cfg := plane.Default()
 	cfg.DataDir, cfg.XDS, cfg.API, cfg.Gossip = dataDir, "127.0.0.1:0", "127.0.0.1:0", plane.GossipOff
@@ -189,12 +191,22 @@ func TestMutualTLSFromTheControlPlane(t *testing.T) {
 		}
 		c := cpConfig(service, app, cp.XDSAddr())
 		c.MTLS = config.MTLS{Mode: "strict", TrustDomain: testTrustDomain, CABundle: filepath.Join(dataDir, plane.BundleFile)}
-		idm, mode, err := NewIdentityManager(c, func(k string) (string, bool) { return token, k == "MESH_BOOTSTRAP_TOKEN" })
+		idm, mode, err := NewIdentityManager(c, func(k string) (string, bool) { return token, k == "MESH_BOOTSTRAP_TOKEN" }, testLogger())
 		if err != nil {
 			t.Fatal(err)
 		}
 		return startSidecarWith(t, c, WithIdentityManager(idm, mode))
 	}
+	return cp, mesh, start
+}
+
+// TestMutualTLSFromTheControlPlane: the control plane is the CA; sidecars
+// obtain their certificates with bootstrap tokens, fetch xDS over TLS with
+// them, and talk mutual TLS to each other; a token for another service
+// yields no certificate, so that sidecar never becomes ready.
+func TestMutualTLSFromTheControlPlane(t *testing.T) {
+	cp, mesh, start := tlsControlPlane(t)
+	dataDir := cp.DataDir()
 	app := &identityApp{}
 	orders := start("orders", startApp(t, app), "orders")
 	web := start("web", "127.0.0.1:1", "web")
@@ -216,7 +228,7 @@ func TestMutualTLSFromTheControlPlane(t *testing.T) {
 	}
 	c := cpConfig("payments", startApp(t, app), cp.XDSAddr())
 	c.MTLS = config.MTLS{Mode: "strict", TrustDomain: testTrustDomain, CABundle: filepath.Join(dataDir, plane.BundleFile)}
-	idm, mode, err := NewIdentityManager(c, func(k string) (string, bool) { return token, k == "MESH_BOOTSTRAP_TOKEN" })
+	idm, mode, err := NewIdentityManager(c, func(k string) (string, bool) { return token, k == "MESH_BOOTSTRAP_TOKEN" }, testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,4 +247,99 @@ func TestMutualTLSFromTheControlPlane(t *testing.T) {
 	if s.Ready() || s.readiness() != "waiting for the mesh certificate from the control plane" {
 		t.Fatalf("a sidecar holding another service's token: ready=%v (%s)", s.Ready(), s.readiness())
 	}
+}
+
+// TestAuthorizationPolicy: an AuthorizationPolicy applied to the control
+// plane reaches the callee's sidecar, which allows and denies by the
+// caller's verified identity, method and normalized path; encoding tricks
+// do not reach a denied path.
+func TestAuthorizationPolicy(t *testing.T) {
+	cp, mesh, start := tlsControlPlane(t)
+	app := &pathApp{}
+	orders := start("orders", startApp(t, app), "orders")
+	web := start("web", "127.0.0.1:1", "web")
+	mesh.Set([]membership.Instance{{Node: "orders-1", Service: "orders", Addr: orders.addr("inbound"), Weight: 1, Health: membership.Healthy}})
+	doc := []byte(`apiVersion: causeway.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: orders}
+spec:
+  targetRef: {kind: Service, name: orders}
+  default: deny
+  rules:
+  - name: web-reads-orders
+    action: ALLOW
+    from: [{services: [web]}]
+    to: [{paths: ["/orders/*"], methods: [GET]}]
+`)
+	r, err := policy.Decode(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cp.Store().Put(r, store.Create); err != nil {
+		t.Fatal(err)
+	}
+	out := web.addr("outbound")
+	raw := func(method, target string) int {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(testContext(t, 5*time.Second), method, "http://"+out+"/", nil)
+		req.Host = "orders"
+		req.URL.Opaque = target // sent as is, encoding tricks included
+		resp, err := h1Client().Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, target, err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitFor(t, 10*time.Second, "the policy in effect (a denied path answers 403)", func() bool {
+		return raw("GET", "/admin") == 403
+	})
+	app.take()
+	for _, tc := range []struct {
+		method, target string
+		want           int
+		seen           string
+	}{
+		{"GET", "/orders/1", 200, "/orders/1"},
+		{"GET", "/orders//1", 200, "/orders/1"},
+		{"GET", "/orders/./1", 200, "/orders/1"},
+		{"POST", "/orders/1", 403, ""},
+		{"GET", "/admin", 403, ""},
+		{"GET", "/orders/../admin", 403, ""},
+		{"GET", "/%61dmin", 403, ""},
+		{"GET", "/orders/..%2Fadmin", 400, ""},
+		{"GET", "/orders/%5C..%5Cadmin", 400, ""},
+	} {
+		if got := raw(tc.method, tc.target); got != tc.want {
+			t.Errorf("%s %s: %d, want %d", tc.method, tc.target, got, tc.want)
+		}
+		seen := app.take()
+		switch {
+		case tc.seen == "" && len(seen) != 0:
+			t.Errorf("%s %s reached the app as %v", tc.method, tc.target, seen)
+		case tc.seen != "" && (len(seen) != 1 || seen[0] != tc.seen):
+			t.Errorf("%s %s: the app saw %v, want exactly the authorized path %s", tc.method, tc.target, seen, tc.seen)
+		}
+	}
+}
+
+// pathApp records the path of each request.
+type pathApp struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (a *pathApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.mu.Lock()
+	a.seen = append(a.seen, r.URL.EscapedPath())
+	a.mu.Unlock()
+	_, _ = io.WriteString(w, "ok")
+}
+
+func (a *pathApp) take() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.seen
+	a.seen = nil
+	return s
 }

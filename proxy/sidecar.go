@@ -142,10 +142,12 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Sidecar, err
 		}
 		s.xds = c
 	}
-	// Fencing: with a control plane, writes need its lease (and its policy
-	// may switch fencing off); without one, only fencing.mode on fences.
+	// Fencing: with a control plane and gossip, writes need the lease its
+	// verdicts renew (and its policy may switch fencing off); without
+	// gossip there is no view to report, so only the gossip-less sources
+	// apply; without a control plane, only fencing.mode on fences.
 	mode := cfg.Fencing.Mode
-	s.fence = fencing.New(cfg.ControlPlane != "" && mode != config.FencingOff)
+	s.fence = fencing.New(cfg.ControlPlane != "" && cfg.Gossip.Enabled() && mode != config.FencingOff)
 	s.fence.SetEnabled(mode == config.FencingOn || (cfg.ControlPlane != "" && mode != config.FencingOff))
 	s.writes.Store(&fencing.Policy{})
 	s.m.reg.MustRegister(

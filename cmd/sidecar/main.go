@@ -79,7 +79,7 @@ func run(args []string, env func(string) (string, bool), stdout, stderr io.Write
 		logger.Info("tracing on", "endpoint", tcfg.Endpoint, "protocol", tcfg.Protocol)
 	}
 
-	idm, mode, err := proxy.NewIdentityManager(cfg, env)
+	idm, mode, err := proxy.NewIdentityManager(cfg, env, logger)
 	if err != nil {
 		fmt.Fprintln(stderr, "sidecar: mutual TLS:", err)
 		return 2

@@ -100,3 +100,7 @@ func (p *Plane) authorizeNode(ctx context.Context, node *corev3.Node) error {
 	}
 	return nil
 }
+
+// DataDir is the control plane's data directory (the CA bundle is
+// BundleFile in it).
+func (p *Plane) DataDir() string { return p.cfg.DataDir }

@@ -158,6 +158,9 @@ func decodeJSON(js []byte) (*Resource, error) {
 	case KindFencingPolicy:
 		r.FencingPolicy = new(FencingPolicySpec)
 		specType, target = reflect.TypeFor[FencingPolicySpec](), r.FencingPolicy
+	case KindAuthorizationPolicy:
+		r.AuthorizationPolicy = new(AuthorizationPolicySpec)
+		specType, target = reflect.TypeFor[AuthorizationPolicySpec](), r.AuthorizationPolicy
 	}
 	checkShape(obj["spec"], specType, "spec", &errs)
 	if len(errs) > 0 {
@@ -357,6 +360,9 @@ func Load(js []byte) (*Resource, error) {
 	case KindFencingPolicy:
 		r.FencingPolicy = new(FencingPolicySpec)
 		target = r.FencingPolicy
+	case KindAuthorizationPolicy:
+		r.AuthorizationPolicy = new(AuthorizationPolicySpec)
+		target = r.AuthorizationPolicy
 	default:
 		return nil, fmt.Errorf("stored resource: unknown kind %q", r.Kind)
 	}

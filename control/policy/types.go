@@ -23,10 +23,13 @@ const (
 	KindHTTPRoute     Kind = "HTTPRoute"
 	KindBackendPolicy Kind = "BackendPolicy"
 	KindFencingPolicy Kind = "FencingPolicy"
+	// KindAuthorizationPolicy allows or denies callers of a service by
+	// their verified identity and what they ask for.
+	KindAuthorizationPolicy Kind = "AuthorizationPolicy"
 )
 
 // Kinds lists every kind, in the order `meshctl get all` prints them.
-var Kinds = []Kind{KindHTTPRoute, KindBackendPolicy, KindFencingPolicy}
+var Kinds = []Kind{KindHTTPRoute, KindBackendPolicy, KindFencingPolicy, KindAuthorizationPolicy}
 
 // Resource is one policy object: the envelope every kind shares, with the
 // kind's spec in exactly one of the Spec fields. It is what the store keeps
@@ -43,6 +46,8 @@ type Resource struct {
 	HTTPRoute     *HTTPRouteSpec     `json:"-"`
 	BackendPolicy *BackendPolicySpec `json:"-"`
 	FencingPolicy *FencingPolicySpec `json:"-"`
+	// AuthorizationPolicy is set for kind AuthorizationPolicy.
+	AuthorizationPolicy *AuthorizationPolicySpec `json:"-"`
 }
 
 // Metadata is the Kubernetes-style object metadata.
@@ -92,7 +97,7 @@ func ParseKind(s string) (Kind, error) {
 			return k, nil
 		}
 	}
-	return "", fmt.Errorf("unknown kind %q (want one of HTTPRoute, BackendPolicy, FencingPolicy)", s)
+	return "", fmt.Errorf("unknown kind %q (want one of HTTPRoute, BackendPolicy, FencingPolicy, AuthorizationPolicy)", s)
 }
 
 func lower(s string) string {
@@ -371,4 +376,49 @@ type FencingPolicySpec struct {
 	// WriteMethods lists gRPC methods that are writes, as
 	// "/package.Service/Method" or "/package.Service/*".
 	WriteMethods []string `json:"writeMethods,omitempty"`
+}
+
+// ---- AuthorizationPolicy ----
+
+// AuthorizationPolicySpec decides which callers may call a service, and
+// what they may ask for. The receiving sidecar evaluates it on every
+// inbound request, after normalizing the path; DENY rules win over ALLOW
+// rules, and Default applies when no rule matches. A caller without a
+// verified identity (plaintext, permissive mTLS) matches only rules
+// without From.
+type AuthorizationPolicySpec struct {
+	// TargetRef names the service (kind Service).
+	TargetRef TargetRef `json:"targetRef"`
+	// Default is "allow" (the default) or "deny".
+	Default string `json:"default,omitempty"`
+	// Rules are evaluated all; names are unique.
+	Rules []AuthorizationRule `json:"rules,omitempty"`
+}
+
+// AuthorizationRule allows or denies the requests it matches.
+type AuthorizationRule struct {
+	Name string `json:"name"`
+	// Action is ALLOW or DENY.
+	Action string `json:"action"`
+	// From lists the callers; empty matches every caller.
+	From []AuthorizationSource `json:"from,omitempty"`
+	// To lists the operations; empty matches every operation.
+	To []AuthorizationOperation `json:"to,omitempty"`
+}
+
+// AuthorizationSource matches a caller's SPIFFE ID; names may be "*",
+// "prefix*" or "*suffix"; empty lists match any.
+type AuthorizationSource struct {
+	Namespaces []string `json:"namespaces,omitempty"`
+	Services   []string `json:"services,omitempty"`
+}
+
+// AuthorizationOperation matches what a request does: paths ("/exact",
+// "/prefix/*", "*"), HTTP methods, gRPC services ("pkg.Service") and
+// methods ("pkg.Service/Method").
+type AuthorizationOperation struct {
+	Paths        []string `json:"paths,omitempty"`
+	Methods      []string `json:"methods,omitempty"`
+	GRPCServices []string `json:"grpcServices,omitempty"`
+	GRPCMethods  []string `json:"grpcMethods,omitempty"`
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -84,6 +85,8 @@ func Validate(r *Resource) ErrorList {
 		validateBackendPolicy(r.BackendPolicy, &errs)
 	case r.FencingPolicy != nil:
 		validateFencingPolicy(r.FencingPolicy, &errs)
+	case r.AuthorizationPolicy != nil:
+		validateAuthorizationPolicy(r.AuthorizationPolicy, &errs)
 	default:
 		errs.add("spec", CodeRequired, "spec of kind %s was not decoded", r.Kind)
 	}
@@ -434,4 +437,24 @@ func compareKeys(a, b Key) int {
 // order the translator and the API use.
 func SortResources(rs []*Resource) {
 	slices.SortFunc(rs, func(a, b *Resource) int { return compareKeys(a.Key(), b.Key()) })
+}
+
+func validateAuthorizationPolicy(s *AuthorizationPolicySpec, errs *ErrorList) {
+	t := s.TargetRef
+	switch t.Kind {
+	case TargetService:
+		checkServiceRef(t.Kind, t.Name, "spec.targetRef", errs)
+	case "":
+		errs.add("spec.targetRef.kind", CodeRequired, "want %s", TargetService)
+	default:
+		errs.add("spec.targetRef.kind", CodeNotSupported, "%q: want %s", t.Kind, TargetService)
+	}
+	if _, err := ParseAuthorization(s); err != nil {
+		var fe authorizationFieldError
+		if errors.As(err, &fe) {
+			errs.add(fe.field, CodeInvalid, "%s", fe.msg)
+		} else {
+			errs.add("spec", CodeInvalid, "%v", err)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -20,7 +21,7 @@ func newMeshConfig() *meshConfig {
 	return &meshConfig{services: map[string]any{}, fencing: map[string]any{}}
 }
 
-func (m *meshConfig) addService(s string, routes []routeExtension, fencing *policy.FencingPolicySpec) {
+func (m *meshConfig) addService(s string, routes []routeExtension, fencing *policy.FencingPolicySpec, authz *policy.AuthorizationPolicySpec) {
 	rs := map[string]any{}
 	for _, r := range routes {
 		entry := map[string]any{}
@@ -46,7 +47,54 @@ func (m *meshConfig) addService(s string, routes []routeExtension, fencing *poli
 		}
 		rs[r.name] = entry
 	}
-	m.services[s] = map[string]any{"routes": rs, "fencing": fencingEntry(fencing)}
+	entry := map[string]any{"routes": rs, "fencing": fencingEntry(fencing)}
+	if authz != nil {
+		entry["authorization"] = authorizationEntry(authz)
+	}
+	m.services[s] = entry
+}
+
+// authorizationEntry is a service's "authorization" object: the
+// AuthorizationPolicy's spec without its targetRef (shape in the package
+// doc): {"default": "allow"|"deny", "rules": [{"name", "action", "from":
+// [{"namespaces", "services"}], "to": [{"paths", "methods",
+// "grpcServices", "grpcMethods"}]}]}.
+func authorizationEntry(a *policy.AuthorizationPolicySpec) map[string]any {
+	def := a.Default
+	if def == "" {
+		def = "allow"
+	}
+	rules := []any{}
+	for _, r := range a.Rules {
+		rule := map[string]any{"name": r.Name, "action": strings.ToUpper(r.Action)}
+		var from []any
+		for _, f := range r.From {
+			from = append(from, map[string]any{"namespaces": strs(f.Namespaces), "services": strs(f.Services)})
+		}
+		var to []any
+		for _, o := range r.To {
+			to = append(to, map[string]any{"paths": strs(o.Paths), "methods": strs(o.Methods),
+				"grpcServices": strs(o.GRPCServices), "grpcMethods": strs(o.GRPCMethods)})
+		}
+		rule["from"], rule["to"] = orEmpty(from), orEmpty(to)
+		rules = append(rules, rule)
+	}
+	return map[string]any{"default": strings.ToLower(def), "rules": rules}
+}
+
+func strs(in []string) []any {
+	out := make([]any, len(in))
+	for i, s := range in {
+		out[i] = s
+	}
+	return out
+}
+
+func orEmpty(in []any) []any {
+	if in == nil {
+		return []any{}
+	}
+	return in
 }
 
 func (m *meshConfig) setMeshFencing(f *policy.FencingPolicySpec) { m.fencing = fencingEntry(f) }

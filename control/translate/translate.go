@@ -127,7 +127,7 @@ func Translate(in Input) (*Output, error) {
 		out.Listeners = append(out.Listeners, l)
 		rc, routeExt := buildRouteConfig(s, sp.routes)
 		out.Routes = append(out.Routes, rc)
-		mesh.addService(s, routeExt, sp.fencing)
+		mesh.addService(s, routeExt, sp.fencing, sp.authorization)
 	}
 	mesh.setMeshFencing(byService[""].fencing)
 	ext, err := mesh.extension()
@@ -141,9 +141,10 @@ func Translate(in Input) (*Output, error) {
 // servicePolicy is the policy that applies to one service ("" holds the
 // mesh-wide FencingPolicy).
 type servicePolicy struct {
-	routes  []routeRule
-	backend *policy.BackendPolicySpec
-	fencing *policy.FencingPolicySpec
+	routes        []routeRule
+	backend       *policy.BackendPolicySpec
+	fencing       *policy.FencingPolicySpec
+	authorization *policy.AuthorizationPolicySpec
 }
 
 // routeRule is one HTTPRoute rule applied to a service.
@@ -177,6 +178,8 @@ func indexPolicies(rs []*policy.Resource) map[string]*servicePolicy {
 			}
 		case r.BackendPolicy != nil:
 			get(r.BackendPolicy.TargetRef.Name).backend = r.BackendPolicy
+		case r.AuthorizationPolicy != nil:
+			get(r.AuthorizationPolicy.TargetRef.Name).authorization = r.AuthorizationPolicy
 		case r.FencingPolicy != nil:
 			if r.FencingPolicy.TargetRef.Kind == policy.TargetMesh {
 				m[""].fencing = r.FencingPolicy

@@ -606,6 +606,7 @@ func applyMeshPolicy(s *Snapshot, m *Model) error {
 			return wrap(fmt.Errorf("services.%s: no such service", svcName))
 		}
 		svc.Fencing = ms.Fencing
+		svc.Authorization = ms.Authorization
 		for _, routeName := range sortedKeys(ms.Routes) {
 			idx := -1
 			for i := range svc.Routes {

@@ -13,6 +13,8 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/causeway-mesh/causeway/proxy/authz"
 )
 
 // MeshExtensionName is the name of the TypedExtensionConfig that carries
@@ -183,8 +185,63 @@ type meshPolicy struct {
 }
 
 type meshService struct {
-	Routes  map[string]meshRoute
-	Fencing FencingPolicy
+	Routes        map[string]meshRoute
+	Fencing       FencingPolicy
+	Authorization *authz.Compiled
+}
+
+// authorizationWire is the JSON form of a service's authorization policy.
+type authorizationWire struct {
+	Default string `json:"default"`
+	Rules   []struct {
+		Name   string `json:"name"`
+		Action string `json:"action"`
+		From   []struct {
+			Namespaces []string `json:"namespaces"`
+			Services   []string `json:"services"`
+		} `json:"from"`
+		To []struct {
+			Paths        []string `json:"paths"`
+			Methods      []string `json:"methods"`
+			GRPCServices []string `json:"grpcServices"`
+			GRPCMethods  []string `json:"grpcMethods"`
+		} `json:"to"`
+	} `json:"rules"`
+}
+
+// decodeAuthorization decodes and compiles a service's authorization
+// policy; absent or null means none (every caller allowed).
+func decodeAuthorization(service string, raw json.RawMessage) (*authz.Compiled, error) {
+	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		return nil, nil
+	}
+	var w authorizationWire
+	if err := decodeRaw(raw, &w); err != nil {
+		return nil, err
+	}
+	p := authz.Policy{Service: service}
+	switch w.Default {
+	case "allow":
+	case "deny":
+		p.Default = authz.Deny
+	default:
+		return nil, fmt.Errorf("default: %q: want allow or deny", w.Default)
+	}
+	for i, r := range w.Rules {
+		a, err := authz.ParseAction(r.Action)
+		if err != nil || r.Action == "" {
+			return nil, fmt.Errorf("rules[%d].action: %q: want ALLOW or DENY", i, r.Action)
+		}
+		rule := authz.Rule{Name: r.Name, Action: a}
+		for _, f := range r.From {
+			rule.From = append(rule.From, authz.Source{Namespaces: f.Namespaces, Services: f.Services})
+		}
+		for _, o := range r.To {
+			rule.To = append(rule.To, authz.Operation{Paths: o.Paths, Methods: o.Methods, GRPCServices: o.GRPCServices, GRPCMethods: o.GRPCMethods})
+		}
+		p.Rules = append(p.Rules, rule)
+	}
+	return authz.Compile(p)
 }
 
 type meshRoute struct {
@@ -214,8 +271,9 @@ func decodeMeshPolicy(st *structpb.Struct) (meshPolicy, error) {
 	}
 	for _, svcName := range sortedKeys(top.Services) {
 		var svc struct {
-			Routes  map[string]json.RawMessage `json:"routes"`
-			Fencing json.RawMessage            `json:"fencing"`
+			Routes        map[string]json.RawMessage `json:"routes"`
+			Fencing       json.RawMessage            `json:"fencing"`
+			Authorization json.RawMessage            `json:"authorization"`
 		}
 		path := "services." + svcName
 		if err := decodeRaw(top.Services[svcName], &svc); err != nil {
@@ -224,6 +282,9 @@ func decodeMeshPolicy(st *structpb.Struct) (meshPolicy, error) {
 		ms := meshService{Routes: map[string]meshRoute{}}
 		if ms.Fencing, err = decodeFencing(svc.Fencing); err != nil {
 			return out, fmt.Errorf("%s.fencing: %w", path, err)
+		}
+		if ms.Authorization, err = decodeAuthorization(svcName, svc.Authorization); err != nil {
+			return out, fmt.Errorf("%s.authorization: %w", path, err)
 		}
 		for _, routeName := range sortedKeys(svc.Routes) {
 			rpath := path + ".routes." + routeName

@@ -3,6 +3,8 @@ package xdsclient
 import (
 	"regexp"
 	"time"
+
+	"github.com/causeway-mesh/causeway/proxy/authz"
 )
 
 // Model is the decoded, neutral form of one applied configuration: what the
@@ -45,6 +47,10 @@ type Service struct {
 	// Fencing is the per-service fencing policy (causeway.mesh
 	// services.S.fencing).
 	Fencing FencingPolicy
+	// Authorization is the service's compiled authorization policy
+	// (causeway.mesh services.S.authorization), evaluated by its own
+	// sidecars on inbound requests; nil: every caller is allowed.
+	Authorization *authz.Compiled
 }
 
 // LBPolicy names a load-balancing algorithm of the sidecar.

@@ -164,6 +164,19 @@ func (f *Fence) SetRemote(v Verdict, lease time.Duration) {
 	f.recomputeLocked()
 }
 
+// AwaitingVerdict reports whether fencing needs a control-plane lease and
+// none has been granted yet: the sidecar's write decision is unknown.
+func (f *Fence) AwaitingVerdict() bool {
+	st := f.state.Load()
+	return st.Enabled && f.requiresLease() && st.LeaseUntil.IsZero()
+}
+
+func (f *Fence) requiresLease() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.remoteOn
+}
+
 // Epoch returns the newest epoch this sidecar knows: the one outbound
 // writes are admitted under.
 func (f *Fence) Epoch() uint64 { return f.newest.Load() }
