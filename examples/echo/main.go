@@ -5,7 +5,11 @@
 //
 // Usage:
 //
-//	echo [--listen 127.0.0.1:8080] [--name HOSTNAME] [--h2c=true]
+//	echo [--listen 127.0.0.1:8080] [--name HOSTNAME] [--h2c=true] [--fail-rate 0]
+//
+// --fail-rate R answers 503 to the share R of requests (deterministically
+// spread; see echoserver.Failures); PUT /fail-rate changes it while the
+// server runs.
 package main
 
 import (
@@ -30,18 +34,29 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:8080", "address to listen on")
 	name := flag.String("name", defaultName(), "instance name reported in responses; defaults to the hostname")
 	h2c := flag.Bool("h2c", true, "also accept cleartext HTTP/2 with prior knowledge on the same port")
+	failRate := flag.String("fail-rate", "0", "share of requests (0 to 1) answered 503 on purpose, spread evenly; PUT /fail-rate changes it")
 	flag.Parse()
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("service", "echo", "instance", *name)
 	slog.SetDefault(logger)
 
-	if err := run(*listen, *name, *h2c); err != nil {
+	rate, err := echoserver.ParseRate(*failRate)
+	if err != nil {
+		logger.Error("bad --fail-rate", "err", err)
+		os.Exit(2)
+	}
+	failures, err := echoserver.NewFailures(rate)
+	if err != nil {
+		logger.Error("bad --fail-rate", "err", err)
+		os.Exit(2)
+	}
+	if err := run(*listen, *name, *h2c, failures); err != nil {
 		logger.Error("echo server failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, name string, h2c bool) error {
+func run(listen, name string, h2c bool, failures *echoserver.Failures) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -50,7 +65,7 @@ func run(listen, name string, h2c bool) error {
 	protocols.SetUnencryptedHTTP2(h2c)
 
 	srv := &http.Server{
-		Handler:           echoserver.Handler(name),
+		Handler:           echoserver.HandlerWithFailures(name, failures),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -61,7 +76,7 @@ func run(listen, name string, h2c bool) error {
 	if err != nil {
 		return err
 	}
-	slog.Info("listening", "addr", ln.Addr().String(), "h2c", h2c)
+	slog.Info("listening", "addr", ln.Addr().String(), "h2c", h2c, "failRate", failures.Rate())
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -15,6 +15,10 @@
 //	ANY  /status/CODE                  responds with status CODE (200-599)
 //	ANY  /trailers                     a text body followed by the trailer x-checksum
 //	ANY  /  (and every other path)     JSON description of the request (EchoResponse)
+//
+// A handler built by HandlerWithFailures also answers GET and PUT
+// /fail-rate and fails a share of the other requests with 503 (see
+// Failures).
 package echoserver
 
 import (
@@ -87,6 +91,16 @@ type SSEEvent struct {
 
 // Handler returns the echo handler for the instance called name.
 func Handler(name string) http.Handler {
+	return HandlerWithFailures(name, nil)
+}
+
+// HandlerWithFailures returns the echo handler for the instance called name
+// that fails requests as failures says: GET /fail-rate reports its rate, PUT
+// /fail-rate with a body such as "0.3" sets it, and that share of every
+// other request except GET /healthz is answered 503 with the header
+// X-Echo-Injected-Failure. A nil failures gives the plain Handler, without
+// /fail-rate.
+func HandlerWithFailures(name string, failures *Failures) http.Handler {
 	h := &handler{name: name}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", h.healthz)
@@ -96,9 +110,13 @@ func Handler(name string) http.Handler {
 	mux.HandleFunc("/status/{code}", h.status)
 	mux.HandleFunc("/trailers", h.trailers)
 	mux.HandleFunc("/", h.echo)
+	var inner http.Handler = mux
+	if failures != nil {
+		inner = failures.wrap(mux)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(InstanceHeader, name)
-		mux.ServeHTTP(w, r)
+		inner.ServeHTTP(w, r)
 	})
 }
 
