@@ -16,8 +16,13 @@ import (
 // when mutual TLS is off. The bootstrap token comes from the token file or
 // MESH_BOOTSTRAP_TOKEN (env).
 func NewIdentityManager(cfg *config.Config, env func(string) (string, bool), log *slog.Logger) (*identity.Manager, identity.Mode, error) {
+	// Mutual TLS is on as soon as the sidecar knows how to trust the
+	// control plane's CA: strict unless the mode says otherwise.
+	if cfg.MTLS.Mode == "" && cfg.MTLS.CABundle == "" && cfg.MTLS.CAPin == "" {
+		return nil, identity.ModeOff, nil
+	}
 	mode, err := identity.ParseMode(cfg.MTLS.Mode)
-	if cfg.MTLS.Mode == "" || err != nil || mode == identity.ModeOff {
+	if err != nil || mode == identity.ModeOff {
 		return nil, identity.ModeOff, err
 	}
 	var anchor identity.Anchor

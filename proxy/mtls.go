@@ -110,13 +110,39 @@ func peerIdentity(ctx context.Context) string {
 }
 
 // clientTLS wraps a new mesh connection in TLS and completes the
-// handshake: any SPIFFE ID of the trust domain is accepted as the server
-// (which service it is is the routing table's business).
-func clientTLS(ctx context.Context, creds *identity.Credentials, c net.Conn) (net.Conn, error) {
-	tc := tls.Client(c, creds.ClientTLSConfig(spiffeid.ID{}))
+// handshake. The server must present exactly expected (the service the
+// routing table says lives at that address), or, when expected is zero,
+// any SPIFFE ID of the trust domain.
+func clientTLS(ctx context.Context, creds *identity.Credentials, c net.Conn, expected spiffeid.ID) (net.Conn, error) {
+	tc := tls.Client(c, creds.ClientTLSConfig(expected))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("mesh mTLS to %s: %w", c.RemoteAddr(), err)
 	}
 	return tc, nil
+}
+
+// expectedPeer is the SPIFFE ID a mesh endpoint at addr must present: the
+// service the routing table lists it under, in this sidecar's namespace,
+// or zero when no service lists it (then any mesh identity is accepted).
+// A certificate for another service at that address is refused, so a
+// compromised instance cannot answer for a service it is not.
+func (s *Sidecar) expectedPeer(addr string) spiffeid.ID {
+	t := s.table.Load()
+	for _, name := range t.Names() {
+		for _, e := range t.Lookup(name).Endpoints {
+			if e.Addr == addr {
+				ns := s.cfg.Load().MTLS.Namespace
+				if ns == "" {
+					ns = "default"
+				}
+				id, err := spiffeid.New(s.meshCreds.TrustDomain(), ns, name)
+				if err != nil {
+					return spiffeid.ID{}
+				}
+				return id
+			}
+		}
+	}
+	return spiffeid.ID{}
 }

@@ -143,6 +143,27 @@ func TestMutualTLSBetweenSidecars(t *testing.T) {
 			t.Fatalf("app saw %d requests", len(got))
 		}
 	})
+	t.Run("a certificate for another service at a service's address is refused", func(t *testing.T) {
+		// The client believes "payments" lives where orders' sidecar is:
+		// orders' certificate does not answer for payments.
+		server := startSidecarWith(t, testConfig("orders", startApp(t, app), config.ProtocolHTTP1), WithMeshIdentity(serverCreds, identity.ModeStrict))
+		ccfg := testConfig("web", "127.0.0.1:1", config.ProtocolHTTP1)
+		ccfg.Upstreams = map[string]config.Upstream{"payments": {Endpoints: []string{server.addr("inbound")}}}
+		client := startSidecarWith(t, ccfg, WithMeshIdentity(meshCredentials(t, authority, "web"), identity.ModeStrict))
+		req, _ := http.NewRequestWithContext(testContext(t, 5*time.Second), "GET", "http://"+client.addr("outbound")+"/", nil)
+		req.Host = "payments"
+		resp, err := h1Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode < 500 {
+			t.Fatalf("status %d from a peer presenting another service's certificate", resp.StatusCode)
+		}
+		if got := app.take(); len(got) != 0 {
+			t.Fatalf("app saw %d requests", len(got))
+		}
+	})
 	t.Run("permissive: plaintext callers pass without an identity", func(t *testing.T) {
 		client, _ := mtlsPair(t, app, serverCreds, identity.ModePermissive, nil)
 		resp, _ := send(t, "GET", "http://"+client.addr("outbound")+"/", "", map[string]string{HeaderPeerIdentity: "spiffe://mesh.test/ns/default/sa/admin"})

@@ -169,6 +169,9 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Sidecar, err
 
 	lim := cfg.Limits
 	s.meshDialer = &dialer{pool: "mesh", timeout: lim.ConnectTimeout.Duration, m: s.m, creds: s.meshCreds}
+	if s.meshCreds != nil {
+		s.meshDialer.expect = s.expectedPeer
+	}
 	s.meshTransport = &splitTransport{
 		h2: newH2CTransport(s.meshDialer, lim.MaxHeaderBytes),
 		h1: newH1Transport(s.meshDialer, 16, 0, lim.MaxHeaderBytes),

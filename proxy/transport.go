@@ -10,6 +10,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/causeway-mesh/causeway/control/identity"
+	"github.com/causeway-mesh/causeway/control/identity/spiffeid"
 )
 
 // Upstream connection pools.
@@ -32,8 +33,10 @@ type dialer struct {
 	pool    string
 	timeout time.Duration
 	m       *metrics
-	// creds, when set, makes every connection mutual TLS (the mesh pool).
-	creds *identity.Credentials
+	// creds, when set, makes every connection mutual TLS (the mesh pool);
+	// expect names the identity the peer at an address must present.
+	creds  *identity.Credentials
+	expect func(addr string) spiffeid.ID
 }
 
 func (d *dialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -44,7 +47,11 @@ func (d *dialer) dial(ctx context.Context, network, addr string) (net.Conn, erro
 		return nil, err
 	}
 	if d.creds != nil {
-		if c, err = clientTLS(ctx, d.creds, c); err != nil {
+		var want spiffeid.ID
+		if d.expect != nil {
+			want = d.expect(addr)
+		}
+		if c, err = clientTLS(ctx, d.creds, c, want); err != nil {
 			d.m.upDials.WithLabelValues(d.pool, "tls_error").Inc()
 			return nil, err
 		}

@@ -213,8 +213,10 @@ type Fencing struct {
 // from the control plane with a bootstrap token, renews it, and speaks
 // mutual TLS to other sidecars and to the control plane.
 type MTLS struct {
-	// Mode is off (default), permissive (inbound also accepts plaintext)
-	// or strict (inbound accepts mutual TLS only).
+	// Mode is strict (inbound accepts mutual TLS only), permissive
+	// (inbound also accepts plaintext, for migration) or off. Default:
+	// strict when CABundle or CAPin is set (the control plane issues
+	// certificates), else off.
 	Mode string `json:"mode,omitempty"`
 	// TrustDomain is the mesh's SPIFFE trust domain. Default
 	// causeway.local.
@@ -462,7 +464,11 @@ func (c *Config) Validate() error {
 		v.addr("controlPlane", c.ControlPlane, false)
 	}
 	c.validateResilience(&v)
-	switch c.MTLS.Mode {
+	mtlsMode := c.MTLS.Mode
+	if mtlsMode == "" && (c.MTLS.CABundle != "" || c.MTLS.CAPin != "") {
+		mtlsMode = "strict" // the default once the control plane's CA is trusted
+	}
+	switch mtlsMode {
 	case "", "off":
 	case "permissive", "strict":
 		if c.ControlPlane == "" {
