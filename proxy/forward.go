@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log"
 	"log/slog"
@@ -58,6 +59,8 @@ func (s *Sidecar) admit(ew *errorWriter, maxFields int, next http.Handler) http.
 			ew.write(w, r, ErrHeadersTooLarge.with(errTooManyFields))
 		case r.ProtoMajor == 2 && (strings.Contains(r.URL.EscapedPath(), "%00") || underscoreInNames(r.Header)):
 			ew.write(w, r, ErrBadRequest.with(errH2Refused))
+		case encodedSeparator(r):
+			ew.write(w, r, ErrBadRequest.with(errEncodedSeparator))
 		default:
 			next.ServeHTTP(w, r)
 		}
@@ -145,6 +148,7 @@ func (s *Sidecar) forwardOutbound(ew *errorWriter) http.Handler {
 		pr.Out.Host = pr.In.Host
 		pr.SetXForwarded()
 		pr.Out.Header[HeaderSource] = []string{s.service}
+		s.restoreMeshHeaders(pr)
 	}
 	rp.ModifyResponse = func(resp *http.Response) error {
 		s.mergeResponseClock(resp)
@@ -166,6 +170,7 @@ func (s *Sidecar) forwardInbound(ew *errorWriter) http.Handler {
 			pr.Out.Header["X-Forwarded-For"] = xff
 		}
 		pr.SetXForwarded()
+		s.restoreMeshHeaders(pr)
 	}
 	rp.ModifyResponse = func(resp *http.Response) error {
 		delete(resp.Header, "X-Mesh-Error")
@@ -238,3 +243,53 @@ func (w slogWriter) Write(p []byte) (int, error) {
 }
 
 var _ io.Writer = slogWriter{}
+
+// meshSetHeaders are the headers the mesh itself set on a request by the
+// time it is forwarded (clocks, epoch, request id, the caller's
+// identity); traceHeaders too when tracing is on (the mesh's span).
+var (
+	meshSetHeaders = []string{"X-Mesh-Lamport", "X-Mesh-Vclock", HeaderEpoch, HeaderPeerIdentity, "X-Request-Id"}
+	traceHeaders   = []string{"Traceparent", "Tracestate"}
+)
+
+// restoreMeshHeaders puts back, on the outgoing request, the headers the
+// mesh set that ReverseProxy removed because the client named them in
+// Connection: a client may drop its own hop-by-hop headers, never the
+// mesh's (HARDENING.md §2, the Traefik CVE-2021-32813 class).
+func (s *Sidecar) restoreMeshHeaders(pr *httputil.ProxyRequest) {
+	restore := func(hs []string) {
+		for _, h := range hs {
+			if v, ok := pr.In.Header[h]; ok {
+				if _, kept := pr.Out.Header[h]; !kept {
+					pr.Out.Header[h] = v
+				}
+			}
+		}
+	}
+	restore(meshSetHeaders)
+	if s.tracer.Enabled() {
+		restore(traceHeaders)
+	}
+}
+
+// encodedSeparator reports whether the request path carries an encoded
+// slash or backslash (%2F, %5C, any case): servers disagree on whether it
+// separates segments, which lets a path slip past a rule written for the
+// decoded form (HARDENING.md §5 A2), so the mesh refuses it.
+func encodedSeparator(r *http.Request) bool {
+	p := r.URL.RawPath
+	if p == "" {
+		p = r.RequestURI
+		if i := strings.IndexByte(p, '?'); i >= 0 {
+			p = p[:i]
+		}
+	}
+	for i := 0; i+2 < len(p); i++ {
+		if p[i] == '%' && ((p[i+1] == '2' && (p[i+2] == 'f' || p[i+2] == 'F')) || (p[i+1] == '5' && (p[i+2] == 'c' || p[i+2] == 'C'))) {
+			return true
+		}
+	}
+	return false
+}
+
+var errEncodedSeparator = errors.New("an encoded slash or backslash (%2F, %5C) in the path")

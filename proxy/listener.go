@@ -170,6 +170,7 @@ func (l *httpListener) dispatch(c net.Conn) {
 // serveH2 serves an HTTP/2 connection until it ends. peer is the caller's
 // verified SPIFFE ID on a mutual-TLS connection, else "".
 func (l *httpListener) serveH2(c net.Conn, peer string) {
+	c = newFrameWatch(c, l.m)
 	l.h2mu.Lock()
 	if l.h2conns == nil { // shutting down
 		l.h2mu.Unlock()
