@@ -8,11 +8,18 @@
 //	meshctl status                     sidecars' sync state, members and fencing
 //	meshctl proxy-config NODE          what a sidecar was given
 //	meshctl trace [TRACE_ID]           a trace in causal order, or recent traces
+//	meshctl token create --service S   a bootstrap token for a sidecar of S
 //
 // Global flags: --server URL (MESH_SERVER, default http://127.0.0.1:18080),
 // --token (MESH_TOKEN), --data-dir DIR (MESH_DATA_DIR: read the token from
 // DIR/api-token when no token is given, for use on the control plane's
-// host), -n/--namespace, -o/--output table|json|yaml.
+// host), --ca-file FILE (MESH_CA_FILE), -n/--namespace, -o/--output
+// table|json|yaml.
+//
+// An https:// server (a control plane run with --tls) is always verified:
+// against the roots in --ca-file, else DATA_DIR/ca-bundle.pem when
+// --data-dir is given and that file exists, else the system roots. There
+// is no option to skip the verification.
 //
 // New commands register in commands() (see root.go): each is a
 // func(*globals) *cobra.Command.

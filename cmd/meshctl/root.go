@@ -23,16 +23,24 @@ const DefaultServer = "http://127.0.0.1:18080"
 
 // globals are the flags every command shares.
 type globals struct {
-	server, token, dataDir, namespace, output string
-	timeout                                   time.Duration
-	stdout, stderr                            io.Writer
+	server, token, dataDir, caFile, namespace, output string
+	timeout                                           time.Duration
+	stdout, stderr                                    io.Writer
 }
 
 // client builds the API client from the flags. The token comes from
 // --token, else MESH_TOKEN (the flag's default), else DATA_DIR/api-token
-// when --data-dir (or MESH_DATA_DIR) is set.
+// when --data-dir (or MESH_DATA_DIR) is set. An https:// server is
+// verified against the roots in --ca-file (MESH_CA_FILE), else
+// DATA_DIR/ca-bundle.pem when --data-dir is set and that file exists,
+// else the system roots.
 func (g *globals) client() (*apiclient.Client, error) {
 	c := &apiclient.Client{Server: g.server, Token: g.token}
+	if caFile := g.caFileFor(); caFile != "" {
+		if err := c.TrustCAFile(caFile); err != nil {
+			return nil, fmt.Errorf("%w (--ca-file names the control plane's DATA_DIR/%s)", err, plane.BundleFile)
+		}
+	}
 	if c.Token == "" && g.dataDir != "" {
 		path := plane.TokenPath(g.dataDir)
 		b, err := os.ReadFile(path) //nolint:gosec // the operator names the directory
@@ -43,6 +51,26 @@ func (g *globals) client() (*apiclient.Client, error) {
 		c.TokenHint = "the token in " + path + " was refused"
 	}
 	return c, nil
+}
+
+// caFileFor is the CA file to verify the server with: --ca-file, else the
+// trust bundle in --data-dir when it exists; "" for an http:// server,
+// which has no certificate to verify.
+func (g *globals) caFileFor() string {
+	if !strings.HasPrefix(strings.ToLower(g.server), "https://") {
+		return ""
+	}
+	if g.caFile != "" {
+		return g.caFile
+	}
+	if g.dataDir == "" {
+		return ""
+	}
+	bundle := filepath.Join(g.dataDir, plane.BundleFile)
+	if _, err := os.Stat(bundle); err != nil {
+		return ""
+	}
+	return bundle
 }
 
 func (g *globals) checkOutput(allowTable bool) error {
@@ -83,7 +111,7 @@ func (g *globals) table() *tabwriter.Writer {
 // TRACE_ID`) is one more entry.
 func commands() []func(*globals) *cobra.Command {
 	return []func(*globals) *cobra.Command{
-		applyCmd, getCmd, deleteCmd, validateCmd, statusCmd, proxyConfigCmd, traceCmd,
+		applyCmd, getCmd, deleteCmd, validateCmd, statusCmd, proxyConfigCmd, traceCmd, tokenCmd,
 	}
 }
 
@@ -107,7 +135,9 @@ func newRoot(env func(string) (string, bool), stdout, stderr io.Writer) *cobra.C
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.server, "server", envOr("MESH_SERVER", DefaultServer), "control plane API URL (MESH_SERVER)")
 	pf.StringVar(&g.token, "token", envOr("MESH_TOKEN", ""), "API bearer token (MESH_TOKEN)")
-	pf.StringVar(&g.dataDir, "data-dir", envOr("MESH_DATA_DIR", ""), "control plane data directory: read the token from DIR/"+plane.TokenFile+" (MESH_DATA_DIR)")
+	pf.StringVar(&g.dataDir, "data-dir", envOr("MESH_DATA_DIR", ""), "control plane data directory: read the token from DIR/"+plane.TokenFile+
+		" and, for an https:// server, trust DIR/"+plane.BundleFile+" (MESH_DATA_DIR)")
+	pf.StringVar(&g.caFile, "ca-file", envOr("MESH_CA_FILE", ""), "PEM roots to verify an https:// server with, such as the control plane's DATA_DIR/"+plane.BundleFile+" (MESH_CA_FILE)")
 	pf.StringVarP(&g.namespace, "namespace", "n", "", `namespace (default "default"; get lists every namespace when unset)`)
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table, json or yaml")
 	pf.DurationVar(&g.timeout, "timeout", 30*time.Second, "give up on the control plane after this long")

@@ -20,15 +20,20 @@ import (
 
 // Client calls one control plane.
 type Client struct {
-	// Server is the API's base URL, such as http://127.0.0.1:18080.
+	// Server is the API's base URL, such as http://127.0.0.1:18080, or
+	// https://cp.example:18080 for a control plane run with --tls (see
+	// TrustCAFile).
 	Server string
 	// Token is the bearer token.
 	Token string
 	// HTTP is the client used; nil means http.DefaultClient.
+	// TrustCAFile sets one that verifies the server against a CA file.
 	HTTP *http.Client
 	// TokenHint says where the token comes from, for the 401 message
 	// ("the token is in DATA_DIR/api-token").
 	TokenHint string
+
+	caFile string // set by TrustCAFile, for error messages
 }
 
 // Error is an error response from the API.
@@ -79,7 +84,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	}
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("cannot reach the control plane at %s: %w (is it running? set --server or MESH_SERVER)", c.Server, err)
+		return 0, c.reachError(err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -98,6 +103,10 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 				hint = c.TokenHint
 			}
 			e.hint = "set --token or MESH_TOKEN (" + hint + "), or --data-dir DATA_DIR on the control plane's host"
+		case http.StatusBadRequest:
+			if strings.Contains(string(data), plaintextToTLS) {
+				e.hint = "the control plane serves TLS: use an https:// --server URL (and --ca-file DATA_DIR/ca-bundle.pem)"
+			}
 		case http.StatusConflict:
 			if e.Body.Code == "Conflict" {
 				e.hint = "someone changed the resource since you read it: get it again, re-apply your change"

@@ -266,7 +266,10 @@ func (p *Plane) Run(ctx context.Context) error {
 	p.xds.Register(gs)
 	p.traces.RegisterGRPC(gs)
 	p.fence.Register(gs)
-	hs := &http.Server{Handler: p.httpHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, TLSConfig: p.serveTLS}
+	hs := &http.Server{Handler: p.httpHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, TLSConfig: p.serveTLS,
+		// net/http's own messages (TLS handshake errors from scanners and
+		// misconfigured clients) at debug level, through slog.
+		ErrorLog: slog.NewLogLogger(p.log.With("component", "api").Handler(), slog.LevelDebug)}
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

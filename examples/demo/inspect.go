@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -216,7 +215,7 @@ func controlPlaneVersion(admin string) (string, error) {
 
 // meshctl runs bin/meshctl against the control plane, prints the command
 // as a reader would type it (MESH_SERVER and MESH_DATA_DIR exported, as
-// step 0 shows) and its output, indented.
+// the start shows) and its output, indented.
 func (d *demo) meshctl(ctx context.Context, args ...string) error {
 	fmt.Printf("   $ meshctl %s\n", strings.Join(args, " "))
 	out, err := d.meshctlOutput(ctx, args...)
@@ -226,11 +225,11 @@ func (d *demo) meshctl(ctx context.Context, args ...string) error {
 	return err
 }
 
+// meshctlOutput runs meshctl and returns its standard output and error,
+// interleaved.
 func (d *demo) meshctlOutput(ctx context.Context, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	cmd, cancel := d.meshctlCommand(ctx, args...)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(d.bin, "meshctl"), append([]string{"--timeout", "10s"}, args...)...) // #nosec G204 -- the demo's own binary
-	cmd.Env = append(os.Environ(), "MESH_SERVER=http://"+d.cpAPI, "MESH_DATA_DIR="+d.cpData())
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("meshctl %s: %w", strings.Join(args, " "), err)
@@ -238,18 +237,45 @@ func (d *demo) meshctlOutput(ctx context.Context, args ...string) (string, error
 	return string(out), nil
 }
 
+// meshctlStdout runs meshctl and returns its standard output alone (a
+// failure's error carries its standard error).
+func (d *demo) meshctlStdout(ctx context.Context, args ...string) (string, error) {
+	cmd, cancel := d.meshctlCommand(ctx, args...)
+	defer cancel()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("meshctl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
+}
+
+// meshctlCommand is bin/meshctl with args, pointed at the control plane
+// (https, verified against the bundle in MESH_DATA_DIR) and bounded in
+// time; call cancel when it has run.
+func (d *demo) meshctlCommand(ctx context.Context, args ...string) (*exec.Cmd, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	cmd := exec.CommandContext(ctx, filepath.Join(d.bin, "meshctl"), append([]string{"--timeout", "10s"}, args...)...) // #nosec G204 -- the demo's own binary
+	cmd.Env = append(inheritedEnv(), "MESH_SERVER=https://"+d.cpAPI, "MESH_DATA_DIR="+d.cpData())
+	return cmd, cancel
+}
+
 // cpData is the control plane's data directory.
 func (d *demo) cpData() string { return filepath.Join(d.dir, "controlplane-data") }
+
+// cpBundle is the mesh CA's trust bundle the control plane writes.
+func (d *demo) cpBundle() string { return filepath.Join(d.cpData(), "ca-bundle.pem") }
 
 // apiGet sends an authenticated GET to the control-plane API and returns
 // the status and body.
 func (d *demo) apiGet(path string) (int, []byte, error) {
-	req, err := http.NewRequest(http.MethodGet, "http://"+d.cpAPI+path, nil)
+	req, err := http.NewRequest(http.MethodGet, "https://"+d.cpAPI+path, nil)
 	if err != nil {
 		return 0, nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+d.token)
-	resp, err := client.Do(req)
+	resp, err := d.cpClient.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}

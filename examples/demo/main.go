@@ -3,22 +3,31 @@
 // started. `make demo` builds the binaries and runs it.
 //
 // Topology (every arrow crosses two sidecars: the caller's outbound port,
-// then the callee's inbound port, over a multiplexed HTTP/2 connection):
+// then the callee's inbound port, over a multiplexed HTTP/2 connection in
+// mutual TLS 1.3):
 //
 //	demo (as "web") ──HTTP/1.1──▶ orders-1 ──gRPC──▶ inventory-1, inventory-2
 //	                │                        └─────▶ inventory-canary-1 (by policy)
 //	                ├──────────▶ flaky-1  (echo answering 503 to 30% of requests)
 //	                └──────────▶ echo-a, echo-b (echo-b can be switched to fail)
 //
-//	controlplane: xDS for every sidecar, the policy API meshctl uses, a
-//	gossip member watching the mesh, and the trace receiver the sidecars
-//	export their spans to.
+//	controlplane --tls: the mesh's certificate authority, xDS for every
+//	sidecar, the policy API meshctl uses, a gossip member watching the
+//	mesh, and the trace receiver the sidecars export their spans to.
+//
+// Every sidecar obtains its SPIFFE certificate from the control plane with
+// a bootstrap token of its service (created with `meshctl token create`,
+// in a 0600 file), and speaks mutual TLS only (--mtls strict) to the other
+// sidecars and to the control plane; the demo and meshctl verify the
+// control plane against its trust bundle, DATA_DIR/ca-bundle.pem.
 //
 // No sidecar is told where another is: they find each other through SWIM
 // gossip (every sidecar joins the control plane's gossip port). The demo
-// shows routing, a policy applied with meshctl, retries, a circuit
-// breaker, the causal order of a trace, and a crash leaving every view;
-// then it stops every process it started, also on failure or Ctrl-C.
+// shows routing, mutual TLS and the caller's identity as the app sees it,
+// an AuthorizationPolicy denying what web may not do, a policy applied with
+// meshctl, retries, a circuit breaker, the causal order of a trace, and a
+// crash leaving every view; then it stops every process it started, also
+// on failure or Ctrl-C.
 package main
 
 import (
@@ -35,8 +44,8 @@ func main() { os.Exit(run()) }
 
 func run() int {
 	bin := flag.String("bin", "bin", "directory holding the sidecar, controlplane, meshctl, echo, orders and inventory binaries")
-	requests := flag.Int("requests", 12, "orders requests to send in step 1")
-	policies := flag.String("policies", "examples/policies", "directory holding inventory-canary.yaml (step 7)")
+	requests := flag.Int("requests", 12, "orders requests to send in the first traffic step")
+	policies := flag.String("policies", "examples/policies", "directory holding inventory-canary.yaml and orders-authz.yaml")
 	keep := flag.Bool("keep", false, "keep the temporary directory (logs, control-plane data) after a successful run")
 	flag.Parse()
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -107,6 +116,9 @@ func (d *demo) run(ctx context.Context, n int) error {
 	if err := d.startControlPlane(ctx); err != nil {
 		return err
 	}
+	if err := d.createTokens(ctx); err != nil {
+		return err
+	}
 	if err := d.startMesh(ctx, m); err != nil {
 		return err
 	}
@@ -116,6 +128,8 @@ func (d *demo) run(ctx context.Context, n int) error {
 		d.stepWrite,
 		d.stepSmuggling,
 		d.stepUnknownService,
+		d.stepMTLS,
+		d.stepAuthz,
 		d.stepClusters,
 		d.stepMetrics,
 		d.stepCanary,

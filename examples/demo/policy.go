@@ -16,10 +16,6 @@ const canaryRequests = 40
 func (d *demo) stepCanary(ctx context.Context, m *mesh) error {
 	fmt.Println("a policy: 90% of calls to inventory go to the stable instances, 10% to inventory-canary,")
 	fmt.Println("   and a caller sending 'x-canary: always' gets the canary (orders-1 forwards that header)")
-	admins := map[string]string{
-		"inventory-1": m.inv1.admin, "inventory-2": m.inv2.admin, "inventory-canary-1": m.canary.admin,
-		"orders-1": m.orders.admin, "flaky-1": m.flaky.admin, "echo-a": m.echoA.admin, "echo-b": m.echoB.admin, "web-1": m.web.admin,
-	}
 	before, err := controlPlaneVersion(m.orders.admin)
 	if err != nil {
 		return err
@@ -32,22 +28,7 @@ func (d *demo) stepCanary(ctx context.Context, m *mesh) error {
 	if err := d.meshctl(ctx, "get", "httproutes"); err != nil {
 		return err
 	}
-
-	// The control plane debounces changes, builds one snapshot and pushes
-	// it to every sidecar; wait until all of them applied the same one.
-	versions := map[string]string{}
-	err = poll(ctx, 15*time.Second, 50*time.Millisecond, func() (bool, error) {
-		for node, admin := range admins {
-			v, err := controlPlaneVersion(admin)
-			if err != nil {
-				return false, err
-			}
-			versions[node] = v
-		}
-		return versions["orders-1"] != before && len(distinct(versions)) == 1, nil
-	}, func() string {
-		return fmt.Sprintf("sidecars never agreed on a configuration newer than %s: %v", before, versions)
-	})
+	versions, err := waitConfigApplied(ctx, m, before)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -36,6 +37,12 @@ type demo struct {
 	cpAPI, cpXDS, cpGossip string
 	token                  string
 	tracesMounted          bool
+	// cpClient verifies the control plane's API against the mesh CA's
+	// bundle (cpBundle); roots holds the same certificates.
+	cpClient *http.Client
+	roots    *x509.CertPool
+	// tokenFiles holds each service's bootstrap token file.
+	tokenFiles map[string]string
 }
 
 type proc struct {
@@ -86,6 +93,19 @@ func (a *portAllocator) release() error {
 // sidecarPorts are one sidecar's listener addresses.
 type sidecarPorts struct{ inbound, outbound, admin, health, gossip string }
 
+// inheritedEnv is the demo's environment without MESH_* variables: every
+// process it starts is configured by the demo alone (a MESH_TOKEN or
+// MESH_SERVER exported for another mesh must not leak in).
+func inheritedEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "MESH_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
 // start runs bin/args[0] with args[1:], its output in DIR/name.log and env
 // added to the demo's own environment.
 func (d *demo) start(name string, env []string, args ...string) error {
@@ -96,7 +116,7 @@ func (d *demo) start(name string, env []string, args ...string) error {
 	defer logf.Close() // the child keeps its own descriptor
 	cmd := exec.Command(filepath.Join(d.bin, args[0]), args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(inheritedEnv(), env...)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
@@ -107,26 +127,36 @@ func (d *demo) start(name string, env []string, args ...string) error {
 }
 
 // tracingEnv points a sidecar's span exporter at the control plane's
-// embedded OTLP receiver, exporting every 200 ms so the demo need not wait
-// for the default 5 s batch delay.
+// embedded OTLP receiver (https on the API port, verified against the mesh
+// CA's bundle through the standard OTEL_EXPORTER_OTLP_CERTIFICATE),
+// exporting every 200 ms so the demo need not wait for the default 5 s
+// batch delay.
 func (d *demo) tracingEnv() []string {
 	if !d.tracesMounted {
 		return nil
 	}
 	return []string{
-		"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + d.cpAPI,
+		"OTEL_EXPORTER_OTLP_ENDPOINT=https://" + d.cpAPI,
+		"OTEL_EXPORTER_OTLP_CERTIFICATE=" + d.cpBundle(),
 		"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
 		"OTEL_BSP_SCHEDULE_DELAY=200",
 	}
 }
 
 // sidecar starts a sidecar for node of service in front of app. It joins
-// the control plane's gossip port, takes its configuration from the control
-// plane over xDS and exports spans to it. extra are further flags.
+// the control plane's gossip port, obtains its mesh certificate with its
+// service's bootstrap token, speaks mutual TLS only (strict) to other
+// sidecars and to the control plane, takes its configuration from the
+// control plane over xDS and exports spans to it. extra are further flags.
 func (d *demo) sidecar(service, node, app, proto string, p sidecarPorts, extra ...string) error {
+	token, ok := d.tokenFiles[service]
+	if !ok {
+		return fmt.Errorf("sidecar %s: no bootstrap token for service %s", node, service)
+	}
 	args := []string{"sidecar", "--service", service, "--node-id", node, "--app", app, "--app-protocol", proto,
 		"--inbound", p.inbound, "--outbound", p.outbound, "--admin", p.admin, "--health", p.health,
 		"--gossip", p.gossip, "--join", d.cpGossip, "--control-plane", d.cpXDS,
+		"--mtls", "strict", "--ca-bundle", d.cpBundle(), "--bootstrap-token-file", token,
 		"--drain-period", "300ms", "--drain-timeout", "5s"}
 	return d.start(node+"-sidecar", d.tracingEnv(), append(args, extra...)...)
 }
@@ -200,10 +230,10 @@ func (d *demo) stopAll() int {
 	return killed
 }
 
-// waitReady polls url until it answers 200.
-func waitReady(ctx context.Context, url string) error {
+// waitReady polls url with c until it answers 200.
+func waitReady(ctx context.Context, c *http.Client, url string) error {
 	return poll(ctx, readyTimeout, 50*time.Millisecond, func() (bool, error) {
-		resp, err := client.Get(url)
+		resp, err := c.Get(url)
 		// An error means the process is not listening yet: keep polling.
 		ready := err == nil && resp.StatusCode == http.StatusOK
 		if err == nil {

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// retryRequests is how many GETs step 8 sends to the flaky service.
+// retryRequests is how many GETs the retries step sends to the flaky service.
 const retryRequests = 20
 
 // echoAttempt is the attempt number the echo app saw, from the request

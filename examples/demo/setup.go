@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,8 +17,8 @@ import (
 // Resilience settings of the web sidecar, written to its --config file
 // (shape: proxy/config/resilience.go). The breaker opens after three
 // failures in a row and stays open breakerOpenFor (default 10 s) so that
-// step 9 need not wait long; outlier ejection is off so that the breaker
-// alone decides.
+// the breaker step need not wait long; outlier ejection is off so that
+// the breaker alone decides.
 const (
 	breakerFailures = 3
 	breakerOpenFor  = 3 * time.Second
@@ -31,19 +34,42 @@ resilience:
     consecutiveGatewayErrors: 0
 `, breakerFailures, breakerOpenFor)
 
-// startControlPlane starts the control plane with its data in the demo's
-// directory and waits until it answers, its token exists and (if the
-// receiver is mounted) it accepts spans.
+// startControlPlane starts the control plane as the mesh's certificate
+// authority (--tls) with its data in the demo's directory, and waits until
+// its trust bundle exists, it answers over TLS, its token exists and (if
+// the receiver is mounted) it accepts spans.
 func (d *demo) startControlPlane(ctx context.Context) error {
 	if err := d.start("controlplane", nil, "controlplane", "--xds", d.cpXDS, "--api", d.cpAPI,
-		"--data-dir", d.cpData(), "--gossip", d.cpGossip, "--node-name", "controlplane"); err != nil {
+		"--data-dir", d.cpData(), "--gossip", d.cpGossip, "--node-name", "controlplane", "--tls"); err != nil {
 		return err
 	}
-	if err := waitReady(ctx, "http://"+d.cpAPI+"/healthz"); err != nil {
+	// The bundle is written before the listeners open: trust it, then
+	// wait for the API.
+	err := poll(ctx, readyTimeout, 20*time.Millisecond, func() (bool, error) {
+		b, err := os.ReadFile(d.cpBundle())
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return false, nil // not written yet
+		case err != nil:
+			return false, err
+		}
+		d.roots = x509.NewCertPool()
+		if !d.roots.AppendCertsFromPEM(b) {
+			return false, fmt.Errorf("%s holds no certificate", d.cpBundle())
+		}
+		return true, nil
+	}, func() string { return "trust bundle " + d.cpBundle() + " not written" })
+	if err != nil {
+		return err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: d.roots, MinVersion: tls.VersionTLS13}
+	d.cpClient = &http.Client{Transport: tr, Timeout: client.Timeout}
+	if err := waitReady(ctx, d.cpClient, "https://"+d.cpAPI+"/healthz"); err != nil {
 		return err
 	}
 	tokenFile := filepath.Join(d.cpData(), "api-token")
-	err := poll(ctx, 5*time.Second, 20*time.Millisecond, func() (bool, error) {
+	err = poll(ctx, 5*time.Second, 20*time.Millisecond, func() (bool, error) {
 		b, err := os.ReadFile(tokenFile) // #nosec G304 -- the demo's own temp dir
 		d.token = strings.TrimSpace(string(b))
 		return err == nil && d.token != "", nil
@@ -51,15 +77,15 @@ func (d *demo) startControlPlane(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.tracesMounted, err = otlpMounted(d.cpAPI)
+	d.tracesMounted, err = d.otlpMounted()
 	return err
 }
 
 // otlpMounted reports whether the control plane accepts OTLP/HTTP spans
 // on POST /v1/traces: an empty export is accepted where the receiver is
 // mounted, and 404 or 405 where it is not.
-func otlpMounted(api string) (bool, error) {
-	resp, err := client.Post("http://"+api+"/v1/traces", "application/x-protobuf", http.NoBody)
+func (d *demo) otlpMounted() (bool, error) {
+	resp, err := d.cpClient.Post("https://"+d.cpAPI+"/v1/traces", "application/x-protobuf", http.NoBody)
 	if err != nil {
 		return false, err
 	}
@@ -71,6 +97,38 @@ func otlpMounted(api string) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("POST /v1/traces with an empty export: %s", resp.Status)
+}
+
+// meshServices are the services of the demo's sidecars; each gets its own
+// bootstrap token.
+var meshServices = []string{"inventory", "inventory-canary", "orders", "flaky", "echo", "web"}
+
+// bootstrapTokenTTL is the lifetime of the demo's bootstrap tokens: a
+// sidecar presents its token once, at start, then renews its certificate
+// over mutual TLS.
+const bootstrapTokenTTL = "10m"
+
+// createTokens asks the control plane (with meshctl) for a bootstrap token
+// per service and writes each to its own 0600 file, as an operator would
+// hand one to a deployment.
+func (d *demo) createTokens(ctx context.Context) error {
+	dir := filepath.Join(d.dir, "tokens")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	d.tokenFiles = map[string]string{}
+	for _, svc := range meshServices {
+		out, err := d.meshctlStdout(ctx, "token", "create", "--service", svc, "--ttl", bootstrapTokenTTL)
+		if err != nil {
+			return err
+		}
+		file := filepath.Join(dir, svc+".token")
+		if err := os.WriteFile(file, []byte(out), 0o600); err != nil {
+			return err
+		}
+		d.tokenFiles[svc] = file
+	}
+	return nil
 }
 
 // allocate picks distinct free loopback ports for the control plane and
@@ -116,7 +174,7 @@ func (d *demo) startMesh(ctx context.Context, m *mesh) error {
 		return err
 	}
 	for _, p := range []sidecarPorts{m.inv1, m.inv2, m.canary, m.orders, m.flaky, m.echoA, m.echoB, m.web} {
-		if err := waitReady(ctx, "http://"+p.health+"/ready"); err != nil {
+		if err := waitReady(ctx, client, "http://"+p.health+"/ready"); err != nil {
 			return err
 		}
 	}
@@ -139,23 +197,29 @@ func (d *demo) startMesh(ctx context.Context, m *mesh) error {
 		}
 	}
 
-	fmt.Println("  started    controlplane               xDS " + d.cpXDS + ", API " + d.cpAPI + ", gossip " + d.cpGossip)
+	fmt.Println("  started    controlplane --tls         xDS " + d.cpXDS + ", API https://" + d.cpAPI + ", gossip " + d.cpGossip)
 	fmt.Println("             inventory-1, inventory-2   gRPC apps, each behind its own sidecar (--app-protocol grpc)")
-	fmt.Println("             inventory-canary-1         a new inventory version, service inventory-canary (step 7)")
+	fmt.Println("             inventory-canary-1         a new inventory version, service inventory-canary (canary step)")
 	fmt.Println("             orders-1                   HTTP app; calls inventory through its sidecar's outbound port")
-	fmt.Println("             flaky-1                    echo answering 503 to 30% of requests (step 8)")
-	fmt.Println("             echo-a, echo-b             two echo instances; echo-b can be told to fail (step 9)")
+	fmt.Println("             flaky-1                    echo answering 503 to 30% of requests (retries step)")
+	fmt.Println("             echo-a, echo-b             two echo instances; echo-b can be told to fail (breaker step)")
 	fmt.Println("             web-1 sidecar              the demo sends its requests here, as an app would")
+	fmt.Println("  identity   the control plane is the mesh's CA: trust bundle " + d.cpBundle())
+	fmt.Println("             a bootstrap token per service, each in its own 0600 file:")
+	fmt.Println("               meshctl token create --service SERVICE --ttl " + bootstrapTokenTTL + " > " + filepath.Join(d.dir, "tokens", "SERVICE.token"))
+	fmt.Println("  mTLS       every sidecar: --mtls strict --ca-bundle ca-bundle.pem --bootstrap-token-file SERVICE.token")
 	fmt.Println("  discovery  every sidecar gossips (SWIM, memberlist) and joins the control plane's gossip port")
-	fmt.Println("  config     every sidecar: --control-plane " + d.cpXDS + " (xDS); web-1 also --config " + webFile)
+	fmt.Println("  config     every sidecar: --control-plane " + d.cpXDS + " (xDS over mutual TLS); web-1 also --config " + webFile)
 	if d.tracesMounted {
-		fmt.Println("  traces     every sidecar: OTEL_EXPORTER_OTLP_ENDPOINT=http://" + d.cpAPI + " OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf")
+		fmt.Println("  traces     every sidecar: OTEL_EXPORTER_OTLP_ENDPOINT=https://" + d.cpAPI + " OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf")
+		fmt.Println("             OTEL_EXPORTER_OTLP_CERTIFICATE=" + d.cpBundle())
 	} else {
-		fmt.Println("  traces     off: the control plane does not accept POST /v1/traces (step 10 is skipped)")
+		fmt.Println("  traces     off: the control plane does not accept POST /v1/traces (the trace step is skipped)")
 	}
 	fmt.Printf("  fencing    writes are refused until the control plane counts a quorum of the sidecars' gossip views:\n")
 	fmt.Printf("             admitted under epoch %d after %v (curl http://ADMIN/fencing)\n", fence.Epoch, fenceWait.Round(10*time.Millisecond))
-	fmt.Println("  meshctl    export MESH_SERVER=http://" + d.cpAPI + " MESH_DATA_DIR=" + d.cpData())
+	fmt.Println("  meshctl    export MESH_SERVER=https://" + d.cpAPI + " MESH_DATA_DIR=" + d.cpData())
+	fmt.Println("             (meshctl verifies the control plane against MESH_DATA_DIR/ca-bundle.pem; or --ca-file FILE)")
 	if d.keep {
 		fmt.Println("  logs       " + d.dir)
 	} else {

@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// traceSpans is how many spans the order of step 10 makes: web-1's client
+// traceSpans is how many spans the order of the trace step makes: web-1's client
 // span, orders-1's server span, and for each of the two items a client
 // span on orders-1 and a server span on an inventory sidecar.
 const traceSpans = 6
