@@ -120,6 +120,8 @@ type Agent struct {
 
 	mu      sync.Mutex // guards members, for Members() from other goroutines
 	members map[string]*Member
+	// leaving is set once a graceful departure is announced.
+	leaving atomic.Bool
 	// suspected holds the names this agent's probes suspect, so that the
 	// ping delegate reports only the first answer after a suspicion.
 	suspected sync.Map
@@ -218,6 +220,9 @@ func (a *Agent) Counters() *Counters { return &a.counters }
 func (a *Agent) Keyring() *memberlist.Keyring { return a.keyring }
 
 func (a *Agent) setMeta(m Meta) error {
+	if a.leaving.Load() { // once announced, a departure is not taken back
+		m.Leaving, m.Ready = true, false
+	}
 	b, err := m.Encode()
 	if err != nil {
 		return err
@@ -247,6 +252,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	<-ctx.Done()
 	wg.Wait()
 	return a.Leave()
+}
+
+// AnnounceLeaving gossips, ahead of Leave, that this member is about to
+// leave (and is not ready), so that by the time its leave message arrives
+// every member knows it left rather than failed. Call it when a graceful
+// shutdown begins; Leave announces again in any case.
+func (a *Agent) AnnounceLeaving() {
+	if a.leaving.Swap(true) {
+		return
+	}
+	if a.setMeta(*a.metaVal.Load()) == nil {
+		_ = a.ml.UpdateNode(500 * time.Millisecond)
+	}
 }
 
 // Leave departs gracefully and shuts memberlist down. Idempotent; after

@@ -410,8 +410,12 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 		s.log.Error("listener failed; shutting down", "error", runErr)
 	}
 
-	// Phase 1: not ready, still serving.
+	// Phase 1: not ready, still serving; peers learn now that this member
+	// is leaving, so its departure is recorded as left, not failed.
 	s.StartDrain()
+	if s.agent != nil {
+		go s.agent.AnnounceLeaving()
+	}
 	if runErr == nil && cfg.Drain.Period.Duration > 0 {
 		s.log.Info("draining", "period", cfg.Drain.Period.Duration)
 		t := time.NewTimer(cfg.Drain.Period.Duration)
