@@ -30,8 +30,7 @@ type Member struct {
 	State      State     `json:"state"`
 	Since      time.Time `json:"since"`
 	// Suspect is true while this agent's probes of an alive member fail;
-	// it is still routed to (outlier detection covers requests), but it
-	// counts as unreachable for the quorum.
+	// it is not routed to, and counts as unreachable for the quorum.
 	Suspect bool `json:"suspect,omitempty"`
 }
 
@@ -207,7 +206,9 @@ func (a *Agent) buildSnapshot(version uint64) *Snapshot {
 			if m.Suspect {
 				s.Suspect++
 			}
-			if m.MetaErr == "" && m.Meta.Service != "" && m.Meta.Ready && m.Meta.Inbound != "" {
+			// A member this agent suspects is not routed to: its probes go
+			// unanswered, so requests would hang until they time out.
+			if m.MetaErr == "" && m.Meta.Service != "" && m.Meta.Ready && m.Meta.Inbound != "" && !m.Suspect {
 				s.Services[m.Meta.Service] = append(s.Services[m.Meta.Service], Endpoint{
 					Node: m.Name, Addr: m.Meta.Inbound, Protocol: m.Meta.Protocol, Zone: m.Meta.Zone,
 					Version: m.Meta.Version, Weight: m.Meta.Weight, Incarnation: m.Meta.Incarnation,

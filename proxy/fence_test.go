@@ -173,3 +173,29 @@ func TestFencingOffByDefaultWithoutControlPlane(t *testing.T) {
 		t.Fatalf("write with fencing mode auto and no control plane: %d, want it forwarded", resp.StatusCode)
 	}
 }
+
+// A write refused by a fenced peer was never forwarded, so the caller's
+// sidecar takes it to another endpoint (after a heal, some instances
+// unfence a moment before others).
+func TestWriteRefusedByFencedPeerGoesElsewhere(t *testing.T) {
+	fencedApp, okApp := &recordingApp{}, &recordingApp{}
+	fenced := startSidecar(t, testConfig("orders", startApp(t, fencedApp), config.ProtocolHTTP1))
+	healthy := startSidecar(t, testConfig("orders", startApp(t, okApp), config.ProtocolHTTP1))
+	fenced.fence.SetEnabled(true)
+	fenced.fence.SetLocal(fencing.Verdict{Fenced: true, Reason: "1 of 3"})
+	ccfg := testConfig("client", "127.0.0.1:1", config.ProtocolHTTP1)
+	ccfg.LoadBalancer = config.LBRoundRobin
+	ccfg.Upstreams = map[string]config.Upstream{"orders": {Endpoints: []string{fenced.addr("inbound"), healthy.addr("inbound")}}}
+	client := startSidecar(t, ccfg)
+	for i := range 10 {
+		if resp, _ := send(t, "POST", "http://"+client.addr("outbound")+"/items", "x", nil); resp.StatusCode != 200 {
+			t.Fatalf("write %d: %d %s", i, resp.StatusCode, resp.Header.Get(HeaderError))
+		}
+	}
+	if got := fencedApp.take(); len(got) != 0 {
+		t.Fatalf("the fenced peer's app saw %v", got)
+	}
+	if got := okApp.take(); len(got) != 10 {
+		t.Fatalf("the healthy peer's app saw %d writes, want 10", len(got))
+	}
+}

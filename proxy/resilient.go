@@ -377,7 +377,15 @@ func (t *resilientTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 			a.Err = context.DeadlineExceeded
 		}
 		res := resilience.Classify(a)
-		done(res)
+		if resp != nil && resp.Header.Get(HeaderError) == ErrFenced.Code {
+			// The peer's sidecar refused a write without forwarding it (its
+			// side lacks the quorum): not the endpoint's failure, and
+			// provably unsent, so another endpoint may take it.
+			done(resilience.Result{Outcome: resilience.Excluded, Kind: resilience.KindClientGone})
+			res = resilience.Result{Outcome: resilience.Failure, Kind: resilience.KindRefusedStream, Status: resp.StatusCode, Unsent: true}
+		} else {
+			done(res)
+		}
 		s.m.attempts.WithLabelValues(svc.Name, res.Outcome.String()).Inc()
 
 		facts.Replayable = body == nil || body.Replayable()

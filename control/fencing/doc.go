@@ -45,7 +45,7 @@
 //
 // # Leases
 //
-// Every verdict of an enabled domain carries a lease (default 10s). The
+// Every verdict of an enabled domain carries a lease (default 6s: three report intervals). The
 // trade-off: with a single control plane, writes need it reachable — a
 // sidecar that cannot renew its lease fences itself — while reads never
 // need it. The control plane is therefore on the write path's

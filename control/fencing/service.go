@@ -26,7 +26,7 @@ import (
 // Defaults of Config.
 const (
 	DefaultReportInterval = 2 * time.Second
-	DefaultLease          = 10 * time.Second
+	DefaultLease          = 6 * time.Second
 )
 
 // MeshDomain is the name of the mesh-wide fencing domain.
@@ -62,7 +62,7 @@ type Config struct {
 	// ReportInterval is how often sidecars report; a report counts for 3
 	// intervals. Default DefaultReportInterval (2s).
 	ReportInterval time.Duration
-	// Lease is how long a verdict is valid. Default DefaultLease (10s). It
+	// Lease is how long a verdict is valid. Default DefaultLease (6s). It
 	// should be several report intervals, so that a lost report or two does
 	// not fence a healthy sidecar.
 	Lease time.Duration
