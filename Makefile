@@ -5,7 +5,7 @@ PKGS      := ./...
 # Packages whose code runs concurrently: always tested under the race detector.
 RACE_PKGS := ./proxy/... ./cmd/... ./discovery/... ./control/... ./resilience/... ./tracing/...
 
-.PHONY: all build test race lint bench demo h2spec fuzz clean images demo-compose demo-compose-down test-containers
+.PHONY: all build test race lint bench demo h2spec fuzz clean images demo-compose demo-compose-down test-containers test-netns
 
 all: build
 
@@ -63,6 +63,10 @@ demo-compose: images
 
 demo-compose-down:
 	$(COMPOSE) -p causeway -f $(COMPOSE_FILE) down -v --remove-orphans
+
+## test-netns: real partitions in network namespaces (root, iproute2): fence/unfence times and the history check.
+test-netns:
+	test/netns/run.sh
 
 ## test-containers: the container tier (images, compose mesh, kill, partition, restart under load).
 test-containers: images

@@ -49,7 +49,9 @@ type Retry struct {
 	// must be between 1 and 10.
 	MaxAttempts int
 	// On lists the conditions that make an attempt retriable. Default
-	// connect-failure, refused-stream, unavailable.
+	// connect-failure, refused-stream, reset, unavailable (a reset is
+	// retried only for idempotent requests, as every condition is unless
+	// the request provably never reached the upstream).
 	On Conditions
 	// Statuses are further HTTP statuses to retry on (400-599). Default none.
 	Statuses []int
@@ -196,7 +198,7 @@ func DefaultPolicy() Policy {
 		Timeouts: Timeouts{Connect: time.Second, Overall: 15 * time.Second, Idle: 5 * time.Minute},
 		Retry: Retry{
 			MaxAttempts:   3,
-			On:            OnConnectFailure | OnRefusedStream | OnUnavailable,
+			On:            OnConnectFailure | OnRefusedStream | OnReset | OnUnavailable,
 			BackoffBase:   25 * time.Millisecond,
 			BackoffMax:    250 * time.Millisecond,
 			RetryAfterMax: 10 * time.Second,
