@@ -12,6 +12,7 @@ import (
 	"github.com/causeway-mesh/causeway/proxy/cluster"
 	"github.com/causeway-mesh/causeway/proxy/h1guard"
 	"github.com/causeway-mesh/causeway/resilience"
+	"github.com/causeway-mesh/causeway/tracing"
 )
 
 // exchange is what the layers of one request share: created by the
@@ -27,6 +28,7 @@ type exchange struct {
 	service  *cluster.Service
 	route    *xdsclient.Route  // the control plane's matched route, or nil
 	policy   resilience.Policy // resilience settings of the target service and route
+	span     tracing.Span      // the outbound client span (retries are its events)
 	body     *recordingBody
 }
 

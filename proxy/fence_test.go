@@ -199,3 +199,36 @@ func TestWriteRefusedByFencedPeerGoesElsewhere(t *testing.T) {
 		t.Fatalf("the healthy peer's app saw %d writes, want 10", len(got))
 	}
 }
+
+// MaxConnections bounds the mesh connections to a service's endpoints; a
+// closed connection gives its slot back.
+func TestConnectionSlots(t *testing.T) {
+	cfg := testConfig("client", "127.0.0.1:1", config.ProtocolHTTP1)
+	one := 1
+	cfg.Upstreams = map[string]config.Upstream{"orders": {
+		Endpoints:  []string{"127.0.0.1:7001", "127.0.0.1:7002"},
+		Resilience: &config.Resilience{Limits: &config.LimitsSpec{MaxConnections: &one}},
+	}}
+	s, err := New(cfg, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := s.connectionSlot("127.0.0.1:7001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.connectionSlot("127.0.0.1:7002"); err == nil {
+		t.Fatal("a second connection to the service was allowed with maxConnections 1")
+	}
+	rel()
+	if rel2, err := s.connectionSlot("127.0.0.1:7002"); err != nil {
+		t.Fatalf("after a release: %v", err)
+	} else {
+		rel2()
+	}
+	if rel3, err := s.connectionSlot("127.0.0.1:9999"); err != nil {
+		t.Fatalf("an address no service lists: %v", err)
+	} else {
+		rel3()
+	}
+}

@@ -171,13 +171,17 @@ func (s *labelSet) value(v string) string {
 // countedConn decrements a gauge once when closed.
 type countedConn struct {
 	net.Conn
-	gauge  prometheus.Gauge
-	closed atomic.Bool
+	gauge   prometheus.Gauge
+	closed  atomic.Bool
+	onClose func() // optional: releases a connection slot
 }
 
 func (c *countedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		c.gauge.Dec()
+		if c.onClose != nil {
+			c.onClose()
+		}
 	}
 	return c.Conn.Close()
 }

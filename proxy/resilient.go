@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -353,9 +354,23 @@ func (t *resilientTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 		if td := pol.Timeouts.TryDeadline(time.Now(), deadline); !td.IsZero() && (deadline.IsZero() || td.Before(deadline)) {
 			perTry = time.AfterFunc(time.Until(td), func() { acancel(causePerTry) })
 		}
+		// Pending: from the start of the attempt until it has a connection
+		// (or stream) to be sent on; over the limit, fail fast.
+		releasePending, perr := up.limits.AcquirePending()
+		if perr != nil {
+			done(resilience.Result{Outcome: resilience.Excluded, Kind: resilience.KindClientGone})
+			acancel(nil)
+			finish()
+			fin.done()
+			return nil, ErrOverflow.with(perr)
+		}
+		out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{
+			GotConn: func(httptrace.GotConnInfo) { releasePending() },
+		}))
 		stop := ep.Start()
 		resp, err := t.next.RoundTrip(out)
 		stop()
+		releasePending()
 		if perTry != nil {
 			perTry.Stop()
 		}
@@ -442,6 +457,7 @@ func (t *resilientTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 			return resp, nil
 		}
 		s.m.retryDecisions.WithLabelValues(svc.Name, "retry").Inc()
+		ex.span.AddRetry(attempt+1, res.Kind.String())
 		if resp != nil {
 			drainAndClose(resp.Body)
 		}
@@ -671,4 +687,24 @@ func (s *Sidecar) healthHooks() resilience.Hooks {
 			s.log.Warn("endpoint ejected", "service", service, "endpoint", addr, "for", d, "cause", cause.String())
 		},
 	}
+}
+
+// connectionSlot takes a connection slot of the service whose endpoint is
+// at addr (its Limits.MaxConnections); addresses no service lists are not
+// limited. Over the limit the dial fails as an overflow.
+func (s *Sidecar) connectionSlot(addr string) (func(), error) {
+	t := s.table.Load()
+	for _, name := range t.Names() {
+		for _, e := range t.Lookup(name).Endpoints {
+			if e.Addr == addr {
+				pol := s.pols.Load().lookup(name)
+				rel, err := s.upstream(name, &pol).limits.AcquireConnection()
+				if err != nil {
+					return nil, ErrOverflow.with(err)
+				}
+				return rel, nil
+			}
+		}
+	}
+	return func() {}, nil
 }

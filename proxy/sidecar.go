@@ -172,6 +172,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Sidecar, err
 	if s.meshCreds != nil {
 		s.meshDialer.expect = s.expectedPeer
 	}
+	s.meshDialer.slot = s.connectionSlot
 	s.meshTransport = &splitTransport{
 		h2: newH2CTransport(s.meshDialer, lim.MaxHeaderBytes),
 		h1: newH1Transport(s.meshDialer, 16, 0, lim.MaxHeaderBytes),

@@ -29,6 +29,7 @@ func (s *Sidecar) traceOutbound(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ex := exchangeFrom(r.Context())
 		ctx, span := s.tracer.StartClient(r.Context(), r, routeName(ex))
+		ex.span = span
 		stamp, err := s.clock.Send(r.Header)
 		s.countClockError(err)
 		span.SetClock(stamp)

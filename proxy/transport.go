@@ -37,12 +37,26 @@ type dialer struct {
 	// expect names the identity the peer at an address must present.
 	creds  *identity.Credentials
 	expect func(addr string) spiffeid.ID
+	// slot, when set, takes a connection slot of the service at an
+	// address (its MaxConnections); the slot is released when the
+	// connection closes.
+	slot func(addr string) (release func(), err error)
 }
 
 func (d *dialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	release := func() {}
+	if d.slot != nil {
+		rel, err := d.slot(addr)
+		if err != nil {
+			d.m.upDials.WithLabelValues(d.pool, "overflow").Inc()
+			return nil, err
+		}
+		release = rel
+	}
 	nd := net.Dialer{Timeout: d.timeout, KeepAlive: 30 * time.Second}
 	c, err := nd.DialContext(ctx, network, addr)
 	if err != nil {
+		release()
 		d.m.upDials.WithLabelValues(d.pool, "error").Inc()
 		return nil, err
 	}
@@ -52,6 +66,7 @@ func (d *dialer) dial(ctx context.Context, network, addr string) (net.Conn, erro
 			want = d.expect(addr)
 		}
 		if c, err = clientTLS(ctx, d.creds, c, want); err != nil {
+			release()
 			d.m.upDials.WithLabelValues(d.pool, "tls_error").Inc()
 			return nil, err
 		}
@@ -59,7 +74,7 @@ func (d *dialer) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	d.m.upDials.WithLabelValues(d.pool, "ok").Inc()
 	g := d.m.upConns.WithLabelValues(d.pool)
 	g.Inc()
-	return &countedConn{Conn: c, gauge: g}, nil
+	return &countedConn{Conn: c, gauge: g, onClose: release}, nil
 }
 
 // newH2CTransport returns an HTTP/2 prior-knowledge cleartext transport.
