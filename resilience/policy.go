@@ -49,9 +49,9 @@ type Retry struct {
 	// must be between 1 and 10.
 	MaxAttempts int
 	// On lists the conditions that make an attempt retriable. Default
-	// connect-failure, refused-stream, reset, unavailable (a reset is
-	// retried only for idempotent requests, as every condition is unless
-	// the request provably never reached the upstream).
+	// connect-failure, refused-stream, reset, unavailable. A request that
+	// may have reached the upstream is retried only when idempotent, and
+	// after a reset only when safe (GET, HEAD, OPTIONS, TRACE).
 	On Conditions
 	// Statuses are further HTTP statuses to retry on (400-599). Default none.
 	Statuses []int

@@ -151,6 +151,11 @@ func (p Retry) Decide(req Request, res Result, attempt int) Reason {
 		return ReasonAttemptsExhausted
 	case !res.Unsent && !p.idempotent(req):
 		return ReasonNotIdempotent
+	case !res.Unsent && res.Kind == KindReset && !req.GRPC && !safeMethod(req.Method):
+		// A reset mid-request says nothing about whether the upstream
+		// acted: only a safe method (no effect) is sent again, so that a
+		// PUT or DELETE is never applied twice by the mesh.
+		return ReasonNotIdempotent
 	case !req.Replayable:
 		return ReasonBodyNotReplayable
 	}
@@ -313,4 +318,14 @@ func Sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
+}
+
+// safeMethod reports whether an HTTP method has no effect on the server
+// (RFC 9110 §9.2.1): GET, HEAD, OPTIONS, TRACE.
+func safeMethod(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
 }

@@ -49,6 +49,8 @@ func TestDecide(t *testing.T) {
 		{"502 not enabled", get, s502, 1, ReasonNotRetriable},
 		{"reset get", get, reset, 1, ReasonRetry},
 		{"reset post (may have reached the upstream)", post, reset, 1, ReasonNotIdempotent},
+		{"reset put (idempotent, but not safe)", Request{Method: "PUT", Replayable: true}, reset, 1, ReasonNotIdempotent},
+		{"503 put", Request{Method: "PUT", Replayable: true}, s503, 1, ReasonRetry},
 		{"503 post", post, s503, 1, ReasonNotIdempotent},
 		{"connect failure post", post, connect, 1, ReasonRetry},
 		{"refused stream post", post, Result{Outcome: Failure, Kind: KindRefusedStream, Unsent: true}, 1, ReasonRetry},
