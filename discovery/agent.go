@@ -122,6 +122,9 @@ type Agent struct {
 	members map[string]*Member
 	// leaving is set once a graceful departure is announced.
 	leaving atomic.Bool
+	// updateMu serialises metadata changes: memberlist's UpdateNode reads
+	// the local node's state outside its own lock.
+	updateMu sync.Mutex
 	// suspected holds the names this agent's probes suspect, so that the
 	// ping delegate reports only the first answer after a suspicion.
 	suspected sync.Map
@@ -235,6 +238,8 @@ func (a *Agent) setMeta(m Meta) error {
 // UpdateMeta changes what this member advertises (for example readiness)
 // and gossips it.
 func (a *Agent) UpdateMeta(m Meta) error {
+	a.updateMu.Lock()
+	defer a.updateMu.Unlock()
 	if err := a.setMeta(m); err != nil {
 		return err
 	}
@@ -262,6 +267,8 @@ func (a *Agent) AnnounceLeaving() {
 	if a.leaving.Swap(true) {
 		return
 	}
+	a.updateMu.Lock()
+	defer a.updateMu.Unlock()
 	if a.setMeta(*a.metaVal.Load()) == nil {
 		_ = a.ml.UpdateNode(500 * time.Millisecond)
 	}
@@ -279,11 +286,12 @@ func (a *Agent) AnnounceLeaving() {
 func (a *Agent) Leave() error {
 	var err error
 	a.stopOnce.Do(func() {
-		m := *a.metaVal.Load()
-		m.Leaving, m.Ready = true, false
-		if a.setMeta(m) == nil {
+		a.leaving.Store(true)
+		a.updateMu.Lock()
+		if a.setMeta(*a.metaVal.Load()) == nil {
 			_ = a.ml.UpdateNode(500 * time.Millisecond)
 		}
+		a.updateMu.Unlock()
 		err = a.ml.Leave(time.Second)
 		if serr := a.ml.Shutdown(); err == nil {
 			err = serr

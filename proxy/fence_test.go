@@ -83,6 +83,7 @@ func TestFencingRefusesWritesAndServesReads(t *testing.T) {
 
 	// The receiving side is fenced: the write is refused there.
 	m.client.fence.SetLocal(fencing.Verdict{Quorum: fencing.NewQuorum(3, 3)})
+	m.client.fence.SetRemote(fencing.Verdict{Epoch: 4}, time.Minute) // a verdict since the view recovered
 	m.server.fence.SetLocal(fencing.Verdict{Fenced: true, Reason: "1 of 3"})
 	resp, _ = send(t, "PUT", out, "x", nil)
 	if resp.StatusCode != 503 || resp.Header.Get(HeaderError) != "fenced" {

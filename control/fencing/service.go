@@ -231,7 +231,8 @@ func (s *Service) Report(_ context.Context, in *fencingpb.ViewReport) (*fencingp
 	// is evaluated at once, so that a sidecar that just started is not
 	// fenced until the next evaluation.
 	_, known := s.verdicts[in.GetNodeId()]
-	if err := s.evaluateLocked(now, prev == nil || !known); err != nil {
+	back := prev != nil && now.Sub(prev.at) >= s.ttl() // silent long enough to have been dropped
+	if err := s.evaluateLocked(now, prev == nil || !known || back); err != nil {
 		s.counter.rejected.Add(1)
 		s.cfg.Logger.Error("fencing: no verdict: the epoch could not be stored", "error", err)
 		return nil, status.Error(codes.Unavailable, err.Error())

@@ -91,6 +91,7 @@ type Fence struct {
 	local      Verdict
 	remote     Verdict
 	leaseUntil time.Time
+	staleLease bool // the gossip view fenced since the last verdict
 	timer      *time.Timer
 
 	newest atomic.Uint64 // newest epoch known, from any source
@@ -140,6 +141,12 @@ func (f *Fence) SetLocal(v Verdict) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.local = v
+	if v.Fenced && f.remoteOn {
+		// A lease granted before this side lost the quorum says nothing
+		// about after: once the view recovers, writes wait for a verdict
+		// issued since (which carries the epoch the quorum side moved to).
+		f.staleLease = true
+	}
 	f.recomputeLocked()
 }
 
@@ -149,6 +156,7 @@ func (f *Fence) SetRemote(v Verdict, lease time.Duration) {
 	defer f.mu.Unlock()
 	f.remote = v
 	f.remoteOn = true
+	f.staleLease = false
 	f.leaseUntil = f.now().Add(lease)
 	f.raiseEpoch(v.Epoch)
 	if f.timer != nil {
@@ -242,6 +250,9 @@ func (f *Fence) recomputeLocked() {
 		st.Fenced, st.Source, st.Reason, st.Quorum = true, "control-plane", f.remote.Reason, f.remote.Quorum
 	case f.local.Fenced:
 		st.Fenced, st.Source, st.Reason = true, "gossip", f.local.Reason
+	case f.remoteOn && f.staleLease:
+		st.Fenced, st.Source, st.Quorum = true, "lease", f.remote.Quorum
+		st.Reason = "waiting for a verdict issued after this side regained the quorum"
 	}
 	f.state.Store(st)
 }

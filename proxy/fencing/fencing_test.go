@@ -193,3 +193,21 @@ func TestAdmitEpochs(t *testing.T) {
 		t.Fatalf("newest after concurrent admits = %d, want 59", f.Epoch())
 	}
 }
+
+// A lease granted before the gossip view lost the quorum does not make the
+// sidecar writable again when the view recovers: a verdict issued since
+// (with the quorum side's new epoch) is needed.
+func TestLeaseFromBeforeTheSplitIsNotReused(t *testing.T) {
+	f, _ := newTestFence(true)
+	defer f.Close()
+	f.SetRemote(Verdict{Epoch: 3}, time.Minute)
+	f.SetLocal(Verdict{Fenced: true, Reason: "2 of 5"})
+	f.SetLocal(Verdict{Quorum: NewQuorum(5, 5)}) // healed
+	if st := f.State(); !st.Fenced || st.Source != "lease" {
+		t.Fatalf("state %+v after the heal, want fenced until a new verdict", st)
+	}
+	f.SetRemote(Verdict{Epoch: 4}, time.Minute)
+	if f.Fenced() || f.Epoch() != 4 {
+		t.Fatalf("fenced %v epoch %d after a new verdict, want writable under 4", f.Fenced(), f.Epoch())
+	}
+}
