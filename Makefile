@@ -35,7 +35,9 @@ h2spec:
 FUZZTIME ?= 20s
 # Every parser the sidecar owns that reads what a peer or client sends.
 FUZZ_TARGETS := FuzzTracker:./proxy/h1guard/ FuzzParseLamport:./tracing/clock/ FuzzParseVector:./tracing/clock/ \
-	FuzzDecodeMeta:./discovery/ FuzzParseGRPCTimeout:./resilience/ FuzzNormalize:./proxy/authz/
+	FuzzDecodeMeta:./discovery/ FuzzParseGRPCTimeout:./resilience/ FuzzNormalize:./proxy/authz/ \
+	FuzzParse:./control/identity/spiffeid/ FuzzDecode:./control/policy/ FuzzDecode:./proxy/config/ \
+	FuzzMeshExtension:./control/xdsclient/
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t%%:*} ($(FUZZTIME))"; \
