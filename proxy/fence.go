@@ -23,7 +23,11 @@ func (s *Sidecar) fenceOutbound(ew *errorWriter, next http.Handler) http.Handler
 		}
 		if s.fence.Fenced() {
 			s.m.fencedWrites.WithLabelValues("outbound").Inc()
+			// The refusal has a span of its own: the trace shows where the
+			// write stopped.
+			_, span := s.tracer.StartClient(r.Context(), r, "")
 			ew.write(w, r, ErrFenced.with(errFenced(s.fence.State())))
+			span.End(ErrFenced.Status, ErrFenced.Code)
 			return
 		}
 		if e := s.fence.Epoch(); e > 0 {

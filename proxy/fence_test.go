@@ -58,6 +58,8 @@ func TestFencingRefusesWritesAndServesReads(t *testing.T) {
 	out := "http://" + m.client.addr("outbound") + "/items"
 	m.client.fence.SetEnabled(true) // as fencing.mode: on, or a control plane, would
 	m.server.fence.SetEnabled(true)
+	m.client.fence.SetStability(0) // the heal hysteresis is tested in proxy/fencing
+	m.server.fence.SetStability(0)
 
 	// Writable: the write reaches the app under the client's epoch.
 	m.client.fence.SetRemote(fencing.Verdict{Epoch: 4}, time.Minute)

@@ -150,6 +150,14 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Sidecar, err
 	s.fence = fencing.New(cfg.ControlPlane != "" && cfg.Gossip.Enabled() && mode != config.FencingOff)
 	s.fence.SetEnabled(mode == config.FencingOn || (cfg.ControlPlane != "" && mode != config.FencingOff))
 	s.writes.Store(&fencing.Policy{})
+	s.fence.OnChange(func(_, to *fencing.State) {
+		if to.Fenced {
+			s.log.Warn("fenced: writes are refused", "source", to.Source, "reason", to.Reason, "epoch", to.Epoch,
+				"reachable", to.Quorum.Reachable, "expected", to.Quorum.Expected)
+		} else {
+			s.log.Info("unfenced: writes are accepted", "epoch", to.Epoch)
+		}
+	})
 	s.m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "mesh_fenced", Help: "1 while this sidecar refuses writes (its side of a split lacks the quorum).",

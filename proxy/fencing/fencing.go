@@ -24,6 +24,7 @@
 package fencing
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -94,6 +95,13 @@ type Fence struct {
 	staleLease bool // the gossip view fenced since the last verdict
 	timer      *time.Timer
 
+	// Heal hysteresis: after a fence, writes resume only once the sources
+	// have agreed for stability (from stableSince).
+	stability   time.Duration
+	stableSince time.Time
+	stableTimer *time.Timer
+	onChange    func(from, to *State)
+
 	newest atomic.Uint64 // newest epoch known, from any source
 	state  atomic.Pointer[State]
 }
@@ -102,7 +110,7 @@ type Fence struct {
 // otherwise. requireLease is true when a control plane is configured: from
 // then on writes need a valid lease, which the first verdict grants.
 func New(requireLease bool) *Fence {
-	f := &Fence{now: time.Now, enabled: true, remoteOn: requireLease}
+	f := &Fence{now: time.Now, enabled: true, remoteOn: requireLease, stability: DefaultStability}
 	f.mu.Lock()
 	f.recomputeLocked()
 	f.mu.Unlock()
@@ -185,6 +193,29 @@ func (f *Fence) requiresLease() bool {
 	return f.remoteOn
 }
 
+// DefaultStability is how long this side must hold the quorum again,
+// after being fenced, before writes resume: an intermittent link does not
+// make the sidecar flap between fenced and writable.
+const DefaultStability = 2 * time.Second
+
+// SetStability changes the heal stability period (0: writes resume at
+// once).
+func (f *Fence) SetStability(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stability = d
+	f.recomputeLocked()
+}
+
+// OnChange registers a function called, under the fence's lock, whenever
+// the decision flips between fenced and writable (for logs and events; it
+// must not call back into the Fence).
+func (f *Fence) OnChange(fn func(from, to *State)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.onChange = fn
+}
+
 // Epoch returns the newest epoch this sidecar knows: the one outbound
 // writes are admitted under.
 func (f *Fence) Epoch() uint64 { return f.newest.Load() }
@@ -218,6 +249,9 @@ func (f *Fence) Close() {
 	defer f.mu.Unlock()
 	if f.timer != nil {
 		f.timer.Stop()
+	}
+	if f.stableTimer != nil {
+		f.stableTimer.Stop()
 	}
 }
 
@@ -254,7 +288,44 @@ func (f *Fence) recomputeLocked() {
 		st.Fenced, st.Source, st.Quorum = true, "lease", f.remote.Quorum
 		st.Reason = "waiting for a verdict issued after this side regained the quorum"
 	}
+	prev := f.state.Load()
+	f.holdAfterFenceLocked(prev, st)
 	f.state.Store(st)
+	if f.onChange != nil && prev != nil && prev.Fenced != st.Fenced {
+		f.onChange(prev, st)
+	}
+}
+
+// holdAfterFenceLocked keeps st fenced until the sources have agreed for
+// the stability period after a fence (not after the wait for the first
+// verdict at start-up).
+func (f *Fence) holdAfterFenceLocked(prev, st *State) {
+	if st.Fenced || !st.Enabled || f.stability <= 0 {
+		f.stableSince = time.Time{}
+		return
+	}
+	startup := prev != nil && prev.Source == "lease" && prev.LeaseUntil.IsZero()
+	if prev == nil || !prev.Fenced || startup {
+		return
+	}
+	now := f.now()
+	if f.stableSince.IsZero() {
+		f.stableSince = now
+	}
+	if wait := f.stability - now.Sub(f.stableSince); wait > 0 {
+		st.Fenced, st.Source = true, prev.Source
+		st.Reason = fmt.Sprintf("this side holds the quorum again; writes resume after %v of stability", f.stability)
+		if f.stableTimer != nil {
+			f.stableTimer.Stop()
+		}
+		f.stableTimer = time.AfterFunc(wait, func() {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.recomputeLocked()
+		})
+		return
+	}
+	f.stableSince = time.Time{}
 }
 
 // Policy says which requests are writes.

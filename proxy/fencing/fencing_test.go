@@ -88,6 +88,7 @@ func newTestFence(requireLease bool) (*Fence, *clock) {
 	c := &clock{t: time.Unix(1000, 0)}
 	f := New(requireLease)
 	f.now = c.now
+	f.stability = 0 // the heal hysteresis has its own test
 	f.mu.Lock()
 	f.recomputeLocked()
 	f.mu.Unlock()
@@ -209,5 +210,36 @@ func TestLeaseFromBeforeTheSplitIsNotReused(t *testing.T) {
 	f.SetRemote(Verdict{Epoch: 4}, time.Minute)
 	if f.Fenced() || f.Epoch() != 4 {
 		t.Fatalf("fenced %v epoch %d after a new verdict, want writable under 4", f.Fenced(), f.Epoch())
+	}
+}
+
+// After a fence, writes resume only once this side has held the quorum for
+// the stability period; a flap within it starts the period again.
+func TestHealStability(t *testing.T) {
+	f, c := newTestFence(false)
+	defer f.Close()
+	f.SetStability(2 * time.Second)
+	var flips []bool
+	f.OnChange(func(_, to *State) { flips = append(flips, to.Fenced) })
+	f.SetLocal(Verdict{Fenced: true, Reason: "1 of 3"})
+	f.SetLocal(Verdict{Quorum: NewQuorum(3, 3)})
+	if !f.Fenced() {
+		t.Fatal("writable at once after the view recovered")
+	}
+	c.add(time.Second)
+	f.SetLocal(Verdict{Fenced: true, Reason: "flap"})
+	f.SetLocal(Verdict{Quorum: NewQuorum(3, 3)})
+	c.add(1500 * time.Millisecond)
+	f.SetLocal(Verdict{Quorum: NewQuorum(3, 3)}) // recompute: 1.5 s since the flap
+	if !f.Fenced() {
+		t.Fatal("writable before 2 s of stability since the last flap")
+	}
+	c.add(600 * time.Millisecond)
+	f.SetLocal(Verdict{Quorum: NewQuorum(3, 3)})
+	if f.Fenced() {
+		t.Fatalf("still fenced after the stability period: %+v", f.State())
+	}
+	if len(flips) != 2 || !flips[0] || flips[1] {
+		t.Fatalf("change events %v, want [fenced writable]", flips)
 	}
 }
