@@ -134,6 +134,13 @@ func (s *Sidecar) route(ew *errorWriter, next http.Handler) http.Handler {
 			return
 		}
 		ex.policy = applyRoute(s.pols.Load().lookup(target), ex.route)
+		if ex.route == nil { // no control-plane route: the file's, if any
+			if fr := s.cfg.Load().RouteFor(target, r.Method, r.URL.Path); fr != nil {
+				if pol, err := fr.Resilience.Apply(ex.policy); err == nil {
+					ex.policy = pol
+				}
+			}
+		}
 		next.ServeHTTP(w, r)
 	})
 }

@@ -184,6 +184,28 @@ type Upstream struct {
 	// Resilience overrides the top-level resilience policy for calls to
 	// this service.
 	Resilience *Resilience `json:"resilience,omitempty"`
+	// Routes override the service's policy for the requests they match,
+	// first match wins (the control plane's HTTPRoutes, when present,
+	// replace them).
+	Routes []Route `json:"routes,omitempty"`
+}
+
+// Route is a part of a service's traffic with its own resilience
+// settings (timeouts, retries, fault injection).
+type Route struct {
+	// Name identifies the route in logs and spans. Required.
+	Name string `json:"name"`
+	// PathPrefix matches paths starting with it (default "/": all).
+	PathPrefix string `json:"pathPrefix,omitempty"`
+	// Method, when set, matches only that HTTP method.
+	Method string `json:"method,omitempty"`
+	// Resilience overrides the service's settings for matching requests.
+	Resilience *Resilience `json:"resilience,omitempty"`
+}
+
+// Matches reports whether a request with method and path is the route's.
+func (r *Route) Matches(method, path string) bool {
+	return strings.HasPrefix(path, r.PathPrefix) && (r.Method == "" || r.Method == method)
 }
 
 // FencingMode switches write fencing.

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -222,15 +223,37 @@ func (c *Config) validateResilience(v *collector) {
 	}
 	addAll("resilience", top.Validate())
 	for name, u := range c.Upstreams {
-		if u.Resilience == nil {
-			continue
-		}
 		p, err := u.Resilience.Apply(top)
 		if err != nil {
 			v.add("upstreams."+name+".resilience", "%v", err)
 			continue
 		}
-		addAll("upstreams."+name+".resilience", p.Validate())
+		if u.Resilience != nil {
+			addAll("upstreams."+name+".resilience", p.Validate())
+		}
+		seen := map[string]bool{}
+		for i, rt := range u.Routes {
+			at := fmt.Sprintf("upstreams.%s.routes[%d]", name, i)
+			switch {
+			case rt.Name == "":
+				v.add(at+".name", "required")
+			case seen[rt.Name]:
+				v.add(at+".name", "%q is used by an earlier route", rt.Name)
+			}
+			seen[rt.Name] = true
+			if rt.PathPrefix != "" && !strings.HasPrefix(rt.PathPrefix, "/") {
+				v.add(at+".pathPrefix", "%q: must start with /", rt.PathPrefix)
+			}
+			if rt.Method != "" && strings.ToUpper(rt.Method) != rt.Method {
+				v.add(at+".method", "%q: want an upper-case HTTP method", rt.Method)
+			}
+			rp, err := rt.Resilience.Apply(p)
+			if err != nil {
+				v.add(at+".resilience", "%v", err)
+				continue
+			}
+			addAll(at+".resilience", rp.Validate())
+		}
 	}
 	if rl := c.Inbound.RateLimit; rl != nil {
 		p := resilience.DefaultPolicy()
@@ -245,4 +268,19 @@ func (c *Config) validateResilience(v *collector) {
 			}
 		}
 	}
+}
+
+// RouteFor returns the file's first route of service that matches a
+// request, or nil.
+func (c *Config) RouteFor(service, method, path string) *Route {
+	u, ok := c.Upstreams[service]
+	if !ok {
+		return nil
+	}
+	for i := range u.Routes {
+		if u.Routes[i].Matches(method, path) {
+			return &u.Routes[i]
+		}
+	}
+	return nil
 }
