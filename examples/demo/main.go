@@ -135,8 +135,9 @@ func (d *demo) run(ctx context.Context, n int) error {
 		d.stepCanary,
 		d.stepRetries,
 		d.stepBreaker,
-		d.stepTrace,
 		d.stepCrash,
+		// Last, so the demo ends on the causal timeline of a request chain.
+		d.stepTrace,
 	}
 	for i, step := range steps {
 		fmt.Printf("%d. ", i)

@@ -91,8 +91,12 @@ func (d *demo) stepBreaker(ctx context.Context, m *mesh) error {
 	if err := setFailRate(ctx, m.echoBApp, "1"); err != nil {
 		return err
 	}
+	// Until the breaker opens, bounded in time rather than count: on a
+	// loaded machine web-1 may briefly suspect echo-b (a probe answered
+	// late) and route around it for a moment.
 	served, sent, state := map[string]int{}, 0, ""
-	for sent < 40 && state != "open" {
+	deadline := time.Now().Add(15 * time.Second)
+	for state != "open" && sent < 1000 && time.Now().Before(deadline) {
 		r, err := call(ctx, m, http.MethodGet, "echo", "/", "", nil)
 		if err != nil {
 			return err
