@@ -128,21 +128,17 @@ func clientTLS(ctx context.Context, creds *identity.Credentials, c net.Conn, exp
 // A certificate for another service at that address is refused, so a
 // compromised instance cannot answer for a service it is not.
 func (s *Sidecar) expectedPeer(addr string) spiffeid.ID {
-	t := s.table.Load()
-	for _, name := range t.Names() {
-		for _, e := range t.Lookup(name).Endpoints {
-			if e.Addr == addr {
-				ns := s.cfg.Load().MTLS.Namespace
-				if ns == "" {
-					ns = "default"
-				}
-				id, err := spiffeid.New(s.meshCreds.TrustDomain(), ns, name)
-				if err != nil {
-					return spiffeid.ID{}
-				}
-				return id
-			}
-		}
+	name, ok := s.serviceAt(addr)
+	if !ok {
+		return spiffeid.ID{}
 	}
-	return spiffeid.ID{}
+	ns := s.cfg.Load().MTLS.Namespace
+	if ns == "" {
+		ns = "default"
+	}
+	id, err := spiffeid.New(s.meshCreds.TrustDomain(), ns, name)
+	if err != nil {
+		return spiffeid.ID{}
+	}
+	return id
 }

@@ -244,6 +244,11 @@ func (s *Sidecar) upstream(service string, pol *resilience.Policy) *upstreamStat
 	return st
 }
 
+// notJudged is reported to an endpoint's breaker and outlier detector for
+// an attempt that says nothing about the endpoint: not sent, or refused by
+// a peer sidecar before anything was forwarded.
+var notJudged = resilience.Result{Outcome: resilience.Excluded, Kind: resilience.KindNotSent}
+
 // resilientTransport runs the attempts of one outbound request.
 type resilientTransport struct {
 	s    *Sidecar
@@ -332,7 +337,7 @@ func (t *resilientTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 		out.URL = &u
 		out.Header[HeaderAttempt] = []string{strconv.Itoa(attempt)}
 		if grpc && !deadline.IsZero() && !resilience.SetGRPCTimeout(out.Header, time.Now(), deadline) {
-			done(resilience.Result{Outcome: resilience.Excluded})
+			done(notJudged)
 			finish()
 			fin.done()
 			return nil, ErrTimeout.with(causeOverall)
@@ -340,7 +345,7 @@ func (t *resilientTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 		if body != nil {
 			view, ok := body.NewAttempt()
 			if !ok { // cannot happen after Decide checked Replayable; be safe
-				done(resilience.Result{Outcome: resilience.Excluded})
+				done(notJudged)
 				finish()
 				fin.done()
 				return lastResp, lastErr
@@ -358,7 +363,7 @@ func (t *resilientTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 		// (or stream) to be sent on; over the limit, fail fast.
 		releasePending, perr := up.limits.AcquirePending()
 		if perr != nil {
-			done(resilience.Result{Outcome: resilience.Excluded, Kind: resilience.KindClientGone})
+			done(notJudged)
 			acancel(nil)
 			finish()
 			fin.done()
@@ -396,7 +401,7 @@ func (t *resilientTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 			// The peer's sidecar refused a write without forwarding it (its
 			// side lacks the quorum): not the endpoint's failure, and
 			// provably unsent, so another endpoint may take it.
-			done(resilience.Result{Outcome: resilience.Excluded, Kind: resilience.KindClientGone})
+			done(notJudged)
 			res = resilience.Result{Outcome: resilience.Failure, Kind: resilience.KindRefusedStream, Status: resp.StatusCode, Unsent: true}
 		} else {
 			done(res)
@@ -693,18 +698,28 @@ func (s *Sidecar) healthHooks() resilience.Hooks {
 // at addr (its Limits.MaxConnections); addresses no service lists are not
 // limited. Over the limit the dial fails as an overflow.
 func (s *Sidecar) connectionSlot(addr string) (func(), error) {
+	name, ok := s.serviceAt(addr)
+	if !ok {
+		return func() {}, nil
+	}
+	pol := s.pols.Load().lookup(name)
+	rel, err := s.upstream(name, &pol).limits.AcquireConnection()
+	if err != nil {
+		return nil, ErrOverflow.with(err)
+	}
+	return rel, nil
+}
+
+// serviceAt is the service the routing table lists an endpoint address
+// under (dial time only: it scans the table).
+func (s *Sidecar) serviceAt(addr string) (string, bool) {
 	t := s.table.Load()
 	for _, name := range t.Names() {
 		for _, e := range t.Lookup(name).Endpoints {
 			if e.Addr == addr {
-				pol := s.pols.Load().lookup(name)
-				rel, err := s.upstream(name, &pol).limits.AcquireConnection()
-				if err != nil {
-					return nil, ErrOverflow.with(err)
-				}
-				return rel, nil
+				return name, true
 			}
 		}
 	}
-	return func() {}, nil
+	return "", false
 }

@@ -57,6 +57,7 @@ const (
 	KindStatus5xx                   // another 5xx status
 	KindGRPCUnavailable             // grpc-status UNAVAILABLE
 	KindGRPCServerError             // grpc-status UNKNOWN, INTERNAL, DATA_LOSS or DEADLINE_EXCEEDED
+	KindNotSent                     // the proxy did not send the attempt, or a peer refused it unprocessed: says nothing of the endpoint
 )
 
 var kindNames = [...]string{
@@ -71,6 +72,7 @@ var kindNames = [...]string{
 	KindStatus5xx:       "status_5xx",
 	KindGRPCUnavailable: "grpc_unavailable",
 	KindGRPCServerError: "grpc_server_error",
+	KindNotSent:         "not_sent",
 }
 
 func (k Kind) String() string {

@@ -27,7 +27,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -36,6 +35,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/causeway-mesh/causeway/control/plane"
+	"github.com/causeway-mesh/causeway/internal/healthprobe"
 )
 
 func main() {
@@ -91,24 +91,12 @@ func healthcheck(args []string, env func(string) (string, bool), stderr io.Write
 		}
 		return 2
 	}
-	host, port, err := net.SplitHostPort(*addr)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(*addr); err != nil {
 		fmt.Fprintln(stderr, "healthcheck:", err)
 		return 2
 	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	client := &http.Client{Timeout: *timeout}
-	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/healthz")
-	if err != nil {
+	if err := healthprobe.Get(*addr, "/healthz", *timeout); err != nil {
 		fmt.Fprintln(stderr, "healthcheck:", err)
-		return 1
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		fmt.Fprintf(stderr, "healthcheck: %s %s", resp.Status, body)
 		return 1
 	}
 	return 0

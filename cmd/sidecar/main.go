@@ -16,7 +16,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/causeway-mesh/causeway/internal/healthprobe"
 	"github.com/causeway-mesh/causeway/proxy"
 	"github.com/causeway-mesh/causeway/proxy/config"
 	"github.com/causeway-mesh/causeway/tracing"
@@ -166,24 +166,12 @@ func healthcheck(args []string, env func(string) (string, bool), stderr io.Write
 		}
 		return 2
 	}
-	host, port, err := net.SplitHostPort(*addr)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(*addr); err != nil {
 		fmt.Fprintln(stderr, "healthcheck:", err)
 		return 2
 	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	client := &http.Client{Timeout: *timeout}
-	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/ready")
-	if err != nil {
+	if err := healthprobe.Get(*addr, "/ready", *timeout); err != nil {
 		fmt.Fprintln(stderr, "healthcheck:", err)
-		return 1
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "healthcheck: %s", body)
 		return 1
 	}
 	return 0
