@@ -58,13 +58,16 @@ func freeGossipAddr(t *testing.T) string {
 // startProc passes "--gossip off" first; the later "--gossip ADDR" wins.
 func startGossipNode(t *testing.T, name, service, app, seed string, extra ...string) *gossipNode {
 	t.Helper()
-	n := &gossipNode{name: name, gossip: freeGossipAddr(t)}
-	args := []string{"--service", service, "--node-id", name, "--app", app,
-		"--gossip", n.gossip, "--advertise", "127.0.0.1", "--drain-timeout", "5s"}
-	if seed != "" {
-		args = append(args, "--join", seed)
-	}
-	n.sidecarProc = startProc(t, append(args, extra...)...)
+	n := &gossipNode{name: name}
+	n.sidecarProc = startProcArgs(t, func() []string {
+		n.gossip = freeGossipAddr(t) // fresh on every try, as the other ports are
+		args := []string{"--service", service, "--node-id", name, "--app", app,
+			"--gossip", n.gossip, "--advertise", "127.0.0.1", "--drain-timeout", "5s"}
+		if seed != "" {
+			args = append(args, "--join", seed)
+		}
+		return append(args, extra...)
+	})
 	return n
 }
 

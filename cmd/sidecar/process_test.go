@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -80,6 +81,34 @@ type sidecarProc struct {
 // waits until it is ready.
 func startProc(t *testing.T, extra ...string) *sidecarProc {
 	t.Helper()
+	return startProcArgs(t, func() []string { return extra })
+}
+
+// startProcArgs is startProc with arguments built afresh for every try.
+// Ports are chosen by probing, so another process (or an outgoing
+// connection's ephemeral port) can take one between the probe and the
+// sidecar's bind: a start-up that fails with "address already in use" is
+// retried on fresh ports, up to five tries.
+func startProcArgs(t *testing.T, extra func() []string) *sidecarProc {
+	t.Helper()
+	const tries = 5
+	for try := 1; ; try++ {
+		p, log, err := tryStartProc(t, extra())
+		if err == nil {
+			return p
+		}
+		if try < tries && strings.Contains(log, "address already in use") {
+			t.Logf("sidecar start-up try %d lost a port race, retrying on fresh ports: %v", try, err)
+			continue
+		}
+		t.Fatal(err) // the cleanup prints the log
+	}
+}
+
+// tryStartProc starts one sidecar process on freshly probed ports and
+// waits up to 10 s for readiness. On failure it returns the process's log.
+func tryStartProc(t *testing.T, extra []string) (*sidecarProc, string, error) {
+	t.Helper()
 	p := &sidecarProc{inbound: freeAddr(t), outbound: freeAddr(t), admin: freeAddr(t), health: freeAddr(t), exited: make(chan error, 1)}
 	args := append([]string{"--inbound", p.inbound, "--outbound", p.outbound, "--admin", p.admin, "--health", p.health, "--gossip", "off"}, extra...)
 	p.cmd = exec.Command(sidecarBinary(t), args...)
@@ -92,25 +121,27 @@ func startProc(t *testing.T, extra ...string) *sidecarProc {
 		t.Fatal(err)
 	}
 	go func() { p.exited <- p.cmd.Wait() }()
+	readLog := func() string { b, _ := os.ReadFile(logf.Name()); return string(b) }
 	t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()
 		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("sidecar log:\n%s", b)
+			t.Logf("sidecar log:\n%s", readLog())
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for !ready(p.health) {
 		if time.Now().After(deadline) {
-			t.Fatal("sidecar not ready within 10s")
+			_ = p.cmd.Process.Kill()
+			return nil, readLog(), errors.New("sidecar not ready within 10s")
 		}
 		select {
 		case err := <-p.exited:
-			t.Fatalf("sidecar exited during start-up: %v", err)
+			p.exited <- err // the cleanup's Kill is harmless on an exited process
+			return nil, readLog(), fmt.Errorf("sidecar exited during start-up: %v", err)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	return p
+	return p, "", nil
 }
 
 var probe = &http.Client{Timeout: time.Second}
