@@ -179,4 +179,11 @@ func errNoRoute(name string) error {
 func errUnknownService(name string) error {
 	return fmt.Errorf("no endpoints known for service %q", name)
 }
+
+var errPinRepeated = errors.New("x-mesh-endpoint given more than once")
+
+func errNotAnEndpoint(service, addr string) error {
+	return fmt.Errorf("%q is not a live endpoint of service %q (x-mesh-endpoint)", addr, service)
+}
+
 func errNoEndpoints(name string) error { return fmt.Errorf("service %q has no live endpoint", name) }

@@ -25,7 +25,8 @@ type exchange struct {
 	start    time.Time
 	status   int // final status written, 0 until then
 	src, dst string
-	service  *cluster.Service
+	service  *cluster.Service  // the target service (one endpoint of it when pinned)
+	pin      []string          // x-mesh-endpoint values the local app sent
 	route    *xdsclient.Route  // the control plane's matched route, or nil
 	policy   resilience.Policy // resilience settings of the target service and route
 	span     tracing.Span      // the outbound client span (retries are its events)

@@ -68,9 +68,13 @@ func (s *Sidecar) admit(ew *errorWriter, maxFields int, next http.Handler) http.
 }
 
 // appHygiene removes headers the local app may not set and ensures a
-// request id.
+// request id. An endpoint pin (x-mesh-endpoint) is kept on the exchange
+// for route to honour.
 func appHygiene(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if v := r.Header[HeaderEndpoint]; len(v) > 0 {
+			exchangeFrom(r.Context()).pin = v
+		}
 		stripMeshOnly(r.Header)
 		ensureRequestID(r.Header)
 		next.ServeHTTP(w, r)
@@ -128,11 +132,21 @@ func (s *Sidecar) route(ew *errorWriter, next http.Handler) http.Handler {
 			return
 		}
 		ex.dst = target
-		ex.service = svc
 		if len(svc.Endpoints) == 0 {
 			ew.write(w, r, ErrNoHealthyUpstream.with(errNoEndpoints(target)))
 			return
 		}
+		if ex.pin != nil {
+			if len(ex.pin) != 1 {
+				ew.write(w, r, ErrBadRequest.with(errPinRepeated))
+				return
+			}
+			if svc = svc.Only(ex.pin[0]); svc == nil {
+				ew.write(w, r, ErrNoHealthyUpstream.with(errNotAnEndpoint(target, ex.pin[0])))
+				return
+			}
+		}
+		ex.service = svc
 		ex.policy = applyRoute(s.pols.Load().lookup(target), ex.route)
 		if ex.route == nil { // no control-plane route: the file's, if any
 			if fr := s.cfg.Load().RouteFor(target, r.Method, r.URL.Path); fr != nil {

@@ -16,6 +16,13 @@ const (
 	// Set by the outbound sidecar, stripped from what the app sends, and
 	// not passed to the receiving app (it is not authenticated until mTLS).
 	HeaderSource = "X-Mesh-Source"
+	// HeaderEndpoint, sent by the local app on the outbound side, pins a
+	// request to one endpoint (HOST:PORT) of the target service, for apps
+	// that address replicas one by one (replication, per-instance admin).
+	// Only a live endpoint of that service can be named, so it opens no
+	// route the mesh would not take anyway; retries stay on that endpoint.
+	// Never forwarded.
+	HeaderEndpoint = "X-Mesh-Endpoint"
 )
 
 // meshOnly are headers only the mesh may set: removed from everything the
@@ -28,6 +35,7 @@ var meshOnly = []string{
 	"X-Mesh-Attempt",
 	"X-Mesh-Peer-Identity",
 	HeaderSource,
+	HeaderEndpoint,
 	"Forwarded",
 }
 

@@ -148,6 +148,18 @@ func (s *Service) Pick(avoid *Endpoint, usable func(*Endpoint) bool) *Endpoint {
 	return nil
 }
 
+// Only returns a view of the service restricted to its endpoint at addr
+// (sharing that endpoint's load figures), or nil when addr is not one of
+// its endpoints.
+func (s *Service) Only(addr string) *Service {
+	for _, e := range s.Endpoints {
+		if e.Addr == addr {
+			return &Service{Name: s.Name, Policy: s.Policy, Endpoints: []*Endpoint{e}, rr: s.rr}
+		}
+	}
+	return nil
+}
+
 func (s *Service) pick(avoid *Endpoint) *Endpoint {
 	eps := s.Endpoints
 	switch len(eps) {
