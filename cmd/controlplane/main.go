@@ -5,13 +5,24 @@
 //	controlplane [--xds :18000] [--api :18080] [--data-dir ./causeway-data]
 //	             [--gossip HOST:PORT --join HOST:PORT,...] [--config FILE]
 //	             [--trace-buffer-spans 100000] [--trace-forward URL]
+//	             [--tls [--trust-domain causeway.local] [--tls-host NAME,...]
+//	              [--ca-renew-window 2m]
+//	              [--k8s-issuer URL --k8s-jwks FILE [--k8s-audience causeway]]]
 //	controlplane version
-//	controlplane healthcheck [--api HOST:PORT]
+//	controlplane healthcheck [--api HOST:PORT] [--tls [--data-dir DIR] [--ca-file FILE]] [--timeout 2s]
 //
 // Flags, MESH_* environment variables and a YAML file (--config) set the
 // configuration, in that order of precedence; see `controlplane --help`.
 // The first start creates the API token in DATA_DIR/api-token (mode 0600)
 // and logs where it is; the token itself is never logged.
+//
+// With --tls it is the mesh's certificate authority (see control/plane's
+// tls.go): sidecars obtain certificates with a bootstrap token or, given
+// --k8s-issuer and --k8s-jwks, a Kubernetes service-account token; the root
+// rotates in stages with `meshctl ca rotate`. `controlplane healthcheck`
+// reads the same flags, MESH_* variables and file as the server, so with
+// --tls (or MESH_TLS=true) it speaks HTTPS and verifies the server against
+// DATA_DIR/ca-bundle.pem (or --ca-file).
 //
 // The control plane also receives OpenTelemetry traces, so a demo needs no
 // collector: OTLP/HTTP at POST /v1/traces on the API port (no token: the
@@ -26,16 +37,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
-
-	"github.com/spf13/pflag"
 
 	"github.com/causeway-mesh/causeway/control/plane"
-	"github.com/causeway-mesh/causeway/internal/healthprobe"
 )
 
 func main() {
@@ -70,33 +76,6 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 	defer stop()
 	if err := p.Run(ctx); err != nil {
 		logger.Error("control plane failed", "error", err)
-		return 1
-	}
-	return 0
-}
-
-// healthcheck exits 0 when the control plane's /healthz answers 200.
-func healthcheck(args []string, env func(string) (string, bool), stderr io.Writer) int {
-	def := plane.Default().API
-	if v, ok := env(plane.EnvName("api")); ok {
-		def = v
-	}
-	fs := pflag.NewFlagSet("healthcheck", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr := fs.String("api", def, "the control plane's API listener")
-	timeout := fs.Duration("timeout", 2*time.Second, "give up after this long")
-	if err := fs.Parse(args); err != nil {
-		if !errors.Is(err, pflag.ErrHelp) {
-			fmt.Fprintln(stderr, "controlplane healthcheck:", err)
-		}
-		return 2
-	}
-	if _, _, err := net.SplitHostPort(*addr); err != nil {
-		fmt.Fprintln(stderr, "healthcheck:", err)
-		return 2
-	}
-	if err := healthprobe.Get(*addr, "/healthz", *timeout); err != nil {
-		fmt.Fprintln(stderr, "healthcheck:", err)
 		return 1
 	}
 	return 0

@@ -9,6 +9,8 @@
 //	meshctl proxy-config NODE          what a sidecar was given
 //	meshctl trace [TRACE_ID]           a trace in causal order, or recent traces
 //	meshctl token create --service S   a bootstrap token for a sidecar of S
+//	meshctl ca status                  the CA's roots, rotation stage and sidecars
+//	meshctl ca rotate STAGE [--force]  a root rotation step: prepare, activate, prune
 //
 // Global flags: --server URL (MESH_SERVER, default http://127.0.0.1:18080),
 // --token (MESH_TOKEN), --data-dir DIR (MESH_DATA_DIR: read the token from

@@ -111,7 +111,7 @@ func (g *globals) table() *tabwriter.Writer {
 // TRACE_ID`) is one more entry.
 func commands() []func(*globals) *cobra.Command {
 	return []func(*globals) *cobra.Command{
-		applyCmd, getCmd, deleteCmd, validateCmd, statusCmd, proxyConfigCmd, traceCmd, tokenCmd,
+		applyCmd, getCmd, deleteCmd, validateCmd, statusCmd, proxyConfigCmd, traceCmd, tokenCmd, caCmd,
 	}
 }
 

@@ -20,7 +20,16 @@
 //	GET    /api/v1/traces[?limit=N]                  recent traces, newest first (default 50, at most 1000)
 //	GET    /api/v1/traces/{traceID}                  one trace's spans, by start time
 //	GET    /api/v1/traces/{traceID}/causal           the trace in happens-before order (causal.Result)
+//	GET    /api/v1/ca                                the CA: roots, rotation stage, sidecars (rotation.Status)
+//	POST   /api/v1/ca/rotate                         {"stage": "prepare"|"activate"|"prune", "force": bool}
 //	POST   /v1/traces                                OTLP/HTTP trace export (protobuf or JSON); no token
+//
+// The CA paths answer 404 unless the control plane runs with --tls. A
+// rotation step the CA's stage does not allow is 409 Conflict; one the
+// mesh is not ready for (sidecars that have not acknowledged the new
+// bundle, leaves of the old root still in use) is 409 NotReady, whose
+// message says what is missing, unless "force" is set; an operator-managed
+// CA answers 409 OperatorManaged.
 //
 // The trace paths exist when Config.Traces is set. OTLP ingest is open:
 // sidecars export their spans there and hold no API token. It only adds
@@ -37,7 +46,7 @@
 // "message"}]} with codes BadRequest (400), Unauthorized (401), NotFound
 // (404), MethodNotAllowed (405), AlreadyExists and Conflict (409),
 // PayloadTooLarge (413), Invalid (422: details name each field) and
-// Internal (500).
+// Internal (500); the CA paths add NotReady and OperatorManaged (409).
 package api
 
 import (
@@ -83,7 +92,11 @@ type Config struct {
 	// Fencing, when set, serves GET /api/v1/fencing (the partition view:
 	// domains, groups, quorum, epochs), behind the token.
 	Fencing http.Handler
-	Logger  *slog.Logger
+	// CA, when set, serves the CA's status and root rotation (GET
+	// /api/v1/ca, POST /api/v1/ca/rotate), behind the token; unset, those
+	// paths answer 404 saying the control plane runs without --tls.
+	CA     CA
+	Logger *slog.Logger
 }
 
 // Handler serves the API.
@@ -122,6 +135,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Fencing != nil {
 		api("GET /api/v1/fencing", cfg.Fencing.ServeHTTP)
 	}
+	h.mountCA(api)
 	api("/api/", h.noRoute)
 	return h, nil
 }

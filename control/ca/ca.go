@@ -6,25 +6,34 @@
 //
 //   - Self-managed (LoadOrCreate): at first start it creates an ECDSA P-256
 //     root valid for 10 years and keeps it, with its key, in the data
-//     directory. Rotate creates a new root; the trust bundle then holds the
-//     old and the new roots and new leaves are signed by the new one. Once
-//     every leaf of the old root has expired (MaxTTL after the rotation),
-//     PruneBundle drops it.
+//     directory. Its root is rotated in three stages (see Prepare,
+//     Activate and Prune): a new root first joins the trust bundle while
+//     the old one keeps signing, then signs new leaves, and finally the old
+//     root leaves the bundle. The CA enforces the order of the stages;
+//     whether the fleet is ready for the next one is judged by the caller
+//     (package control/ca/rotation).
 //   - Operator-managed (FromFiles): an intermediate CA certificate and key
 //     given by the operator, with the bundle of roots it chains to. Rotation
-//     is the operator's: replace the files and restart.
+//     is the operator's: replace the files and restart. Every rotation
+//     method answers ErrOperatorManaged.
 //
 // Files in the data directory (self-managed):
 //
-//	ca-root.pem    the current root's certificate and PKCS#8 private key, mode 0600
-//	ca-bundle.pem  the trust bundle: every root still trusted, mode 0644
+//	ca-root.pem       the root that signs leaves, with its PKCS#8 private key, mode 0600
+//	ca-bundle.pem     the trust bundle: every root still trusted, mode 0644
+//	ca-next.pem       between prepare and activate: the new root and its key, mode 0600
+//	ca-cross.pem      between prepare and prune: the new root's key certified by the old root
+//	ca-rotation.json  the rotation stage and when it was reached, mode 0600
 //
-// Both are replaced atomically (write, sync, rename, sync the directory). A
-// rotation writes the bundle first, so a crash between the two writes leaves
-// a bundle with an unused extra root and never a signer the bundle lacks.
+// Every file is replaced atomically (write, sync, rename, sync the
+// directory), and each stage writes its files in an order that a restart
+// after a crash at any point completes or ignores (see LoadOrCreate): a
+// bundle never lacks the root that signs, and a new root never signs
+// before the stage that allows it was recorded.
 //
 // A CA is safe for concurrent use. Signing reads an immutable snapshot of
-// the signer; Rotate builds a new snapshot and swaps it.
+// the signer; the rotation stages build a new snapshot and swap it, and
+// Changed tells watchers (the Identity service's WatchBundle streams).
 package ca
 
 import (
@@ -35,8 +44,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -56,8 +67,11 @@ import (
 
 // File names inside the data directory.
 const (
-	RootFile   = "ca-root.pem"
-	BundleFile = "ca-bundle.pem"
+	RootFile     = "ca-root.pem"
+	BundleFile   = "ca-bundle.pem"
+	NextFile     = "ca-next.pem"
+	CrossFile    = "ca-cross.pem"
+	RotationFile = "ca-rotation.json"
 )
 
 // Defaults.
@@ -65,17 +79,17 @@ const (
 	// DefaultTTL is the lifetime of a leaf when Sign is given ttl 0.
 	DefaultTTL = 24 * time.Hour
 	// DefaultMaxTTL is the longest leaf lifetime Sign accepts unless
-	// WithMaxTTL says otherwise. It is also how long an old root stays in
-	// the bundle after a rotation.
+	// WithMaxTTL says otherwise. Every leaf an old root signed has expired
+	// at most this long after the root stopped signing.
 	DefaultMaxTTL = 7 * 24 * time.Hour
-	// RootLifetime is the validity of a root created by LoadOrCreate or Rotate.
+	// RootLifetime is the validity of a root created by LoadOrCreate or Prepare.
 	RootLifetime = 10 * 365 * 24 * time.Hour
 
 	// leafBackdate is how far a leaf's NotBefore is set in the past, to
 	// tolerate peers whose clocks run a little behind.
 	leafBackdate = 30 * time.Second
 	// rootBackdate is the same for a root; a root's NotBefore plus
-	// rootBackdate is when it was created (the rotation time).
+	// rootBackdate is when it was created.
 	rootBackdate = time.Hour
 	// maxRSABits bounds RSA keys in a CSR (verification cost).
 	maxRSABits = 8192
@@ -83,12 +97,12 @@ const (
 
 // Errors.
 var (
-	// ErrOperatorManaged is returned by Rotate and PruneBundle of a CA made
+	// ErrOperatorManaged is returned by the rotation methods of a CA made
 	// by FromFiles: its roots belong to the operator.
-	ErrOperatorManaged = errors.New("the CA is operator-managed: replace its files to rotate")
-	// ErrTooEarly is returned by PruneBundle while leaves of an old root may
-	// still be valid.
-	ErrTooEarly = errors.New("old roots may still have valid leaves")
+	ErrOperatorManaged = errors.New("the CA is operator-managed: replace its files and restart to rotate")
+	// ErrStage wraps every refusal of a rotation step that the current
+	// stage does not allow (activate before prepare, prepare twice, …).
+	ErrStage = errors.New("not allowed in the current rotation stage")
 	// ErrBadCSR wraps every reason a CSR is refused.
 	ErrBadCSR = errors.New("certificate signing request refused")
 )
@@ -115,18 +129,36 @@ type CA struct {
 	maxTTL      time.Duration
 	now         func() time.Time
 
-	mu    sync.Mutex // serialises Rotate and PruneBundle
+	mu    sync.Mutex // serialises the rotation stages
 	state atomic.Pointer[signer]
+
+	notifyMu sync.Mutex
+	changed  chan struct{} // closed and replaced at every change of state
 }
 
-// signer is an immutable snapshot of the signing material.
+// signer is an immutable snapshot of the signing material and of the
+// rotation stage.
 type signer struct {
-	cert  *x509.Certificate   // signs leaves
-	key   crypto.Signer       // cert's key
-	chain []*x509.Certificate // cert and those above it that are not roots (empty when cert is a root)
-	roots []*x509.Certificate // the trust bundle
-	pool  *x509.CertPool      // roots as a pool
-	pem   []byte              // roots as PEM
+	cert   *x509.Certificate   // signs leaves
+	key    crypto.Signer       // cert's key
+	chain  []*x509.Certificate // cert and those above it that are not roots (empty when cert is a root)
+	roots  []*x509.Certificate // the trust bundle
+	pool   *x509.CertPool      // roots as a pool
+	pem    []byte              // roots as PEM
+	digest [sha256.Size]byte   // SHA-256 of pem
+
+	// Rotation (self-managed CAs only).
+	stage       Stage
+	next        *x509.Certificate // the prepared root (StagePrepared)
+	nextKey     crypto.Signer
+	preparedAt  time.Time
+	activatedAt time.Time
+	// cross is the signing root's key certified by the previous root
+	// (StagePrepared: the prepared root's; StageActivated: the signing
+	// root's). While the previous root is still trusted, chains carry it,
+	// so a peer that has not yet received the new bundle still verifies
+	// them through the previous root.
+	cross *x509.Certificate
 }
 
 func newOptions(opts []Option) (options, error) {
@@ -147,6 +179,11 @@ func newOptions(opts []Option) (options, error) {
 // a root and the bundle at first start. A root file whose key does not match
 // its certificate, or a root that has expired, is an error: the operator
 // must look, since every leaf in the mesh hangs on it.
+//
+// It also completes or discards a rotation step that a crash interrupted:
+// a prepared root whose stage was never recorded is deleted (it was in no
+// bundle yet); an activation recorded but not finished is finished; a
+// bundle missing the signing or the prepared root is repaired.
 func LoadOrCreate(dir, trustDomain string, opts ...Option) (*CA, error) {
 	if err := spiffeid.ValidateTrustDomain(trustDomain); err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
@@ -158,10 +195,10 @@ func LoadOrCreate(dir, trustDomain string, opts ...Option) (*CA, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("ca: data directory %s: %w", dir, err)
 	}
-	c := &CA{trustDomain: trustDomain, dir: dir, maxTTL: o.maxTTL, now: o.now}
+	c := &CA{trustDomain: trustDomain, dir: dir, maxTTL: o.maxTTL, now: o.now, changed: make(chan struct{})}
 
 	rootPath := filepath.Join(dir, RootFile)
-	rootPEM, err := os.ReadFile(rootPath) //nolint:gosec // inside the operator's data dir
+	cert, key, err := readKeyPair(rootPath, o.now())
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		cert, key, err := newRoot(trustDomain, o.now())
@@ -172,25 +209,70 @@ func LoadOrCreate(dir, trustDomain string, opts ...Option) (*CA, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := c.persist(s); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, BundleFile), s.pem, 0o644); err != nil {
+			return nil, fmt.Errorf("ca: %w", err)
+		}
+		if err := writeKeyPair(rootPath, cert, key); err != nil {
 			return nil, err
 		}
 		c.state.Store(s)
 		return c, nil
 	case err != nil:
-		return nil, fmt.Errorf("ca: %w", err)
+		return nil, err
 	}
 
-	certs, key, err := parseCertsAndKey(rootPEM)
+	rot, err := readRotation(dir)
 	if err != nil {
-		return nil, fmt.Errorf("ca: %s: %w", rootPath, err)
+		return nil, err
 	}
-	if len(certs) != 1 || key == nil {
-		return nil, fmt.Errorf("ca: %s: want one certificate and one private key, found %d certificates", rootPath, len(certs))
+	nextPath := filepath.Join(dir, NextFile)
+	next, nextKey, err := readKeyPair(nextPath, o.now())
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
 	}
-	cert := certs[0]
-	if err := checkIssuer(cert, key, o.now()); err != nil {
-		return nil, fmt.Errorf("ca: %s: %w", rootPath, err)
+	switch rot.Stage {
+	case StagePrepared:
+		if next == nil {
+			return nil, fmt.Errorf("ca: %s records a prepared root but %s is missing", RotationFile, nextPath)
+		}
+		if rot.Next != "" && rot.Next != Fingerprint(next) {
+			return nil, fmt.Errorf("ca: %s records prepared root %s but %s holds %s", RotationFile, rot.Next, nextPath, Fingerprint(next))
+		}
+	case StageActivated:
+		if next != nil {
+			// Activation was recorded, then interrupted: finish it.
+			if !next.Equal(cert) {
+				if err := writeKeyPair(rootPath, next, nextKey); err != nil {
+					return nil, err
+				}
+				cert, key = next, nextKey
+			}
+			if err := removeFile(nextPath); err != nil {
+				return nil, err
+			}
+			next, nextKey = nil, nil
+		}
+	case StageStable:
+		if next != nil {
+			// Prepared, then interrupted before the stage was recorded: the
+			// root was in no bundle, so nothing can depend on it.
+			if err := removeFile(nextPath); err != nil {
+				return nil, err
+			}
+			next, nextKey = nil, nil
+		}
+	}
+
+	crossPath := filepath.Join(dir, CrossFile)
+	var cross *x509.Certificate
+	if rot.Stage == StageStable {
+		if err := removeFile(crossPath); err != nil {
+			return nil, err
+		}
+	} else if cross, err = readCross(crossPath, map[Stage]crypto.Signer{StagePrepared: nextKey, StageActivated: key}[rot.Stage]); err != nil {
+		// Chains go without it: only peers that missed the new bundle
+		// notice.
+		cross = nil
 	}
 
 	bundlePath := filepath.Join(dir, BundleFile)
@@ -205,15 +287,30 @@ func LoadOrCreate(dir, trustDomain string, opts ...Option) (*CA, error) {
 			return nil, fmt.Errorf("ca: %s: %w", bundlePath, err)
 		}
 	}
-	s, err := newSigner(cert, key, nil, appendUnique(roots, cert))
+	roots = appendUnique(roots, cert)
+	if next != nil {
+		roots = appendUnique(roots, next)
+	}
+	s, err := newSigner(cert, key, nil, roots)
 	if err != nil {
 		return nil, err
 	}
+	s.stage, s.next, s.nextKey, s.preparedAt, s.activatedAt, s.cross = rot.Stage, next, nextKey, rot.PreparedAt, rot.ActivatedAt, cross
 	if !bytes.Equal(s.pem, bundlePEM) {
 		// A crash before the bundle was first written, or a bundle lacking
-		// the current root: repair it.
+		// the current or the prepared root: repair it.
 		if err := atomicfile.Write(bundlePath, s.pem, 0o644); err != nil {
 			return nil, fmt.Errorf("ca: %w", err)
+		}
+	}
+	if s.stage == StageActivated && len(s.roots) == 1 {
+		// Pruned, then interrupted before the stage was recorded.
+		s.stage, s.preparedAt, s.activatedAt, s.cross = StageStable, time.Time{}, time.Time{}, nil
+		if err := writeRotation(dir, s); err != nil {
+			return nil, err
+		}
+		if err := removeFile(crossPath); err != nil {
+			return nil, err
 		}
 	}
 	c.state.Store(s)
@@ -281,7 +378,7 @@ func FromFiles(certPEM, keyPEM, bundlePEM []byte, trustDomain string, opts ...Op
 		}
 	}
 	s.chain = chain
-	c := &CA{trustDomain: trustDomain, maxTTL: o.maxTTL, now: o.now}
+	c := &CA{trustDomain: trustDomain, maxTTL: o.maxTTL, now: o.now, changed: make(chan struct{})}
 	c.state.Store(s)
 	return c, nil
 }
@@ -307,6 +404,89 @@ func (c *CA) Pool() *x509.CertPool { return c.state.Load().pool.Clone() }
 // Issuer is the certificate that signs new leaves now.
 func (c *CA) Issuer() *x509.Certificate { return c.state.Load().cert }
 
+// BundleDigest is the SHA-256 of Bundle, which is what a sidecar
+// acknowledges when it has applied the bundle.
+func (c *CA) BundleDigest() [sha256.Size]byte { return c.state.Load().digest }
+
+// TrustState is one consistent view of what a sidecar is told about the
+// CA: the bundle, its digest, the certificate that signs new leaves, and
+// the rotation stage.
+type TrustState struct {
+	Bundle []byte
+	Digest [sha256.Size]byte
+	Issuer *x509.Certificate
+	Stage  Stage
+}
+
+// TrustState returns the CA's current TrustState, read from one snapshot.
+func (c *CA) TrustState() TrustState {
+	s := c.state.Load()
+	return TrustState{Bundle: s.pem, Digest: s.digest, Issuer: s.cert, Stage: s.stage}
+}
+
+// OperatorManaged reports whether the CA was made by FromFiles.
+func (c *CA) OperatorManaged() bool { return c.dir == "" }
+
+// Changed returns a channel that is closed at the next change of the
+// bundle, the signing certificate or the rotation stage. Take a new
+// channel after each change; read the state after taking the channel, so
+// that no change is missed between the two.
+func (c *CA) Changed() <-chan struct{} {
+	c.notifyMu.Lock()
+	defer c.notifyMu.Unlock()
+	return c.changed
+}
+
+// swap installs s and wakes the watchers.
+func (c *CA) swap(s *signer) {
+	c.state.Store(s)
+	c.notifyMu.Lock()
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.notifyMu.Unlock()
+}
+
+// RootOf returns the root of the bundle that chain (leaf first, then any
+// intermediates) hangs from: the root that signed the leaf, else the one
+// that signed the chain's last certificate (or that certificate itself
+// when it is a root). It checks signatures only, not validity; use Verify
+// for that.
+func (c *CA) RootOf(chain []*x509.Certificate) (*x509.Certificate, bool) {
+	if len(chain) == 0 {
+		return nil, false
+	}
+	roots := c.state.Load().roots
+	signedBy := func(c *x509.Certificate) *x509.Certificate {
+		for _, r := range roots {
+			if r.Equal(c) {
+				return r
+			}
+		}
+		for _, r := range roots {
+			if bytes.Equal(c.RawIssuer, r.RawSubject) && c.CheckSignatureFrom(r) == nil {
+				return r
+			}
+		}
+		return nil
+	}
+	// The leaf first: a chain may end with a cross-certificate to an
+	// older root, and the root that matters is the one that signed the leaf.
+	if r := signedBy(chain[0]); r != nil {
+		return r, true
+	}
+	if r := signedBy(chain[len(chain)-1]); r != nil {
+		return r, true
+	}
+	return nil, false
+}
+
+// Fingerprint names a certificate: "sha256:" and the hex SHA-256 of its
+// DER, as `openssl x509 -fingerprint -sha256` prints it (without colons).
+func Fingerprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
 // Sign issues a leaf certificate for id to the key in csr, valid for ttl
 // (DefaultTTL when 0, at most MaxTTL, and never past the issuer's expiry).
 // It verifies the CSR's signature and key, and ignores every name the CSR
@@ -314,7 +494,8 @@ func (c *CA) Issuer() *x509.Certificate { return c.state.Load().cert }
 // authorised id, not the CSR. The leaf allows digital signatures for TLS
 // client and server authentication, starts 30 s in the past, and has a
 // random 128-bit serial number. chain is the leaf followed by any
-// intermediates up to (not including) the bundle's roots.
+// intermediates up to (not including) the bundle's roots, and, in
+// StageActivated, the signing root cross-certified by the previous one.
 func (c *CA) Sign(csr *x509.CertificateRequest, id spiffeid.ID, ttl time.Duration) (chain []*x509.Certificate, err error) {
 	if !id.MemberOf(c.trustDomain) {
 		return nil, fmt.Errorf("ca: identity %q is not in trust domain %q", id, c.trustDomain)
@@ -342,7 +523,17 @@ func (c *CA) Sign(csr *x509.CertificateRequest, id spiffeid.ID, ttl time.Duratio
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign %s: %w", id, err)
 	}
-	return append([]*x509.Certificate{leaf}, s.chain...), nil
+	return append(append([]*x509.Certificate{leaf}, s.chain...), s.crossChain()...), nil
+}
+
+// crossChain is what chains carry besides the leaf and the intermediates:
+// the cross-certificate while the previous root is trusted and no longer
+// signs (StageActivated), else nothing.
+func (s *signer) crossChain() []*x509.Certificate {
+	if s.stage == StageActivated && s.cross != nil {
+		return []*x509.Certificate{s.cross}
+	}
+	return nil
 }
 
 // issue signs tmpl for pub, filling in the serial number and keeping the
@@ -378,86 +569,6 @@ func (c *CA) Verify(chain []*x509.Certificate, usage x509.ExtKeyUsage) (spiffeid
 	return svid.Verify(chain, c.state.Load().pool, c.trustDomain, usage, c.now())
 }
 
-// Rotate makes a new root the signer of new leaves. The trust bundle keeps
-// every previous root, so leaves already issued still verify; sidecars
-// learn the new bundle with their next certificate. Both files are
-// rewritten before the new root signs anything.
-func (c *CA) Rotate() (*x509.Certificate, error) {
-	if c.dir == "" {
-		return nil, ErrOperatorManaged
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	old := c.state.Load()
-	cert, key, err := newRoot(c.trustDomain, c.now())
-	if err != nil {
-		return nil, err
-	}
-	s, err := newSigner(cert, key, nil, appendUnique(append([]*x509.Certificate(nil), old.roots...), cert))
-	if err != nil {
-		return nil, err
-	}
-	if err := c.persist(s); err != nil {
-		return nil, err
-	}
-	c.state.Store(s)
-	return cert, nil
-}
-
-// PruneBundle removes from the bundle every root other than the current
-// one, once MaxTTL has passed since the current root was created (so no
-// valid leaf of an older root can remain), and any expired root. Before
-// that it returns ErrTooEarly, naming when pruning becomes safe.
-func (c *CA) PruneBundle() (removed []*x509.Certificate, err error) {
-	if c.dir == "" {
-		return nil, ErrOperatorManaged
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	old := c.state.Load()
-	now := c.now()
-	safe := old.cert.NotBefore.Add(rootBackdate).Add(c.maxTTL)
-	if now.Before(safe) {
-		return nil, fmt.Errorf("ca: %w: prune after %s", ErrTooEarly, safe.Format(time.RFC3339))
-	}
-	keep := []*x509.Certificate{old.cert}
-	for _, r := range old.roots {
-		if !r.Equal(old.cert) {
-			removed = append(removed, r)
-		}
-	}
-	if len(removed) == 0 {
-		return nil, nil
-	}
-	s, err := newSigner(old.cert, old.key, nil, keep)
-	if err != nil {
-		return nil, err
-	}
-	if err := atomicfile.Write(filepath.Join(c.dir, BundleFile), s.pem, 0o644); err != nil {
-		return nil, fmt.Errorf("ca: %w", err)
-	}
-	c.state.Store(s)
-	return removed, nil
-}
-
-// persist writes the bundle, then the root and its key.
-func (c *CA) persist(s *signer) error {
-	if err := atomicfile.Write(filepath.Join(c.dir, BundleFile), s.pem, 0o644); err != nil {
-		return fmt.Errorf("ca: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(s.key)
-	if err != nil {
-		return fmt.Errorf("ca: encode key: %w", err)
-	}
-	var buf bytes.Buffer
-	_ = pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: s.cert.Raw})
-	_ = pem.Encode(&buf, &pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	if err := atomicfile.Write(filepath.Join(c.dir, RootFile), buf.Bytes(), 0o600); err != nil {
-		return fmt.Errorf("ca: %w", err)
-	}
-	return nil
-}
-
 func newSigner(cert *x509.Certificate, key crypto.Signer, chain []*x509.Certificate, roots []*x509.Certificate) (*signer, error) {
 	if len(roots) == 0 {
 		return nil, errors.New("ca: the trust bundle is empty")
@@ -468,7 +579,10 @@ func newSigner(cert *x509.Certificate, key crypto.Signer, chain []*x509.Certific
 		pool.AddCert(r)
 		_ = pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: r.Raw})
 	}
-	return &signer{cert: cert, key: key, chain: chain, roots: roots, pool: pool, pem: buf.Bytes()}, nil
+	return &signer{
+		cert: cert, key: key, chain: chain, roots: roots, pool: pool, pem: buf.Bytes(),
+		digest: sha256.Sum256(buf.Bytes()), stage: StageStable,
+	}, nil
 }
 
 func (s *signer) isRoot(c *x509.Certificate) bool {
@@ -489,7 +603,8 @@ func appendUnique(list []*x509.Certificate, c *x509.Certificate) []*x509.Certifi
 	return append(list, c)
 }
 
-// newRoot creates a self-signed ECDSA P-256 root for trustDomain.
+// newRoot creates a self-signed ECDSA P-256 root for trustDomain, with a
+// path length of one.
 func newRoot(trustDomain string, now time.Time) (*x509.Certificate, crypto.Signer, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -510,8 +625,11 @@ func newRoot(trustDomain string, now time.Time) (*x509.Certificate, crypto.Signe
 		NotAfter:              now.Add(RootLifetime),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
-		MaxPathLenZero:        true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		// One intermediate below the root: the cross-certificate that
+		// certifies its successor's key at the next rotation (see
+		// Prepare). The CA signs no other CA certificate.
+		MaxPathLen: 1,
+		KeyUsage:   x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {

@@ -189,62 +189,246 @@ func TestSignRefusals(t *testing.T) {
 	}
 }
 
-func TestRotate(t *testing.T) {
+func TestStagedRotation(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { return now }
 	dir := t.TempDir()
-	c, err := LoadOrCreate(dir, td, WithClock(clock), WithMaxTTL(24*time.Hour))
-	if err != nil {
-		t.Fatal(err)
+	load := func() *CA {
+		t.Helper()
+		c, err := LoadOrCreate(dir, td, WithClock(clock), WithMaxTTL(24*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
 	}
+	c := load()
 	id := spiffeid.Must(td, "", "orders")
 	oldRoot := c.Issuer()
 	oldLeaf, err := c.Sign(newCSR(t), id, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	newRoot, err := c.Rotate()
+	if r, ok := c.RootOf(oldLeaf); !ok || !r.Equal(oldRoot) {
+		t.Fatal("RootOf does not find the issuing root")
+	}
+	if st := c.Rotation().Stage; st != StageStable {
+		t.Fatalf("stage %q at first start, want stable", st)
+	}
+	for name, step := range map[string]func() error{
+		"activate": func() error { _, err := c.Activate(); return err },
+		"prune":    func() error { _, err := c.Prune(); return err },
+	} {
+		if err := step(); !errors.Is(err, ErrStage) {
+			t.Fatalf("%s before prepare: %v, want ErrStage", name, err)
+		}
+	}
+
+	// Prepare: the new root joins the bundle, the old one keeps signing.
+	changed := c.Changed()
+	next, err := c.Prepare()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if newRoot.Equal(oldRoot) || !c.Issuer().Equal(newRoot) {
-		t.Fatal("Rotate did not switch the issuer")
+	select {
+	case <-changed:
+	default:
+		t.Fatal("Changed not closed by Prepare")
 	}
-	if n := len(c.Roots()); n != 2 {
-		t.Fatalf("bundle has %d roots after rotation, want 2", n)
+	if !c.Issuer().Equal(oldRoot) || len(c.Roots()) != 2 || !c.Rotation().Next.Equal(next) {
+		t.Fatalf("after prepare: issuer changed=%v, %d roots", !c.Issuer().Equal(oldRoot), len(c.Roots()))
 	}
-	newLeaf, err := c.Sign(newCSR(t), id, 0)
-	if err != nil {
+	prepLeaf, _ := c.Sign(newCSR(t), id, 0)
+	if err := prepLeaf[0].CheckSignatureFrom(oldRoot); err != nil {
+		t.Fatalf("a leaf signed after prepare is not from the old root: %v", err)
+	}
+	if _, err := c.Prepare(); !errors.Is(err, ErrStage) {
+		t.Fatalf("second prepare: %v, want ErrStage", err)
+	}
+	if r := load().Rotation(); r.Stage != StagePrepared || !r.Next.Equal(next) || !r.Signing.Equal(oldRoot) {
+		t.Fatalf("prepare not persisted: %+v", r)
+	}
+
+	// Activate: the new root signs; the old one stays trusted.
+	now = now.Add(time.Minute)
+	if _, err := c.Activate(); err != nil {
 		t.Fatal(err)
 	}
-	if err := newLeaf[0].CheckSignatureFrom(newRoot); err != nil {
-		t.Fatalf("new leaf not signed by the new root: %v", err)
+	newLeaf, _ := c.Sign(newCSR(t), id, 0)
+	if err := newLeaf[0].CheckSignatureFrom(next); err != nil {
+		t.Fatalf("a leaf signed after activate is not from the new root: %v", err)
 	}
 	for name, chain := range map[string][]*x509.Certificate{"old": oldLeaf, "new": newLeaf} {
 		if err := verifyLeaf(c, chain); err != nil {
-			t.Fatalf("%s leaf does not verify with the bundle: %v", name, err)
+			t.Fatalf("%s leaf does not verify after activate: %v", name, err)
 		}
 	}
-	// Survives a restart.
-	reloaded, err := LoadOrCreate(dir, td, WithClock(clock), WithMaxTTL(24*time.Hour))
-	if err != nil {
-		t.Fatal(err)
+	// A peer that still trusts only the old root verifies a new leaf
+	// through the cross-certificate its chain carries.
+	if len(newLeaf) != 2 || !newLeaf[1].IsCA {
+		t.Fatalf("a leaf signed after activate has a chain of %d, want the leaf and the cross-certificate", len(newLeaf))
 	}
-	if !reloaded.Issuer().Equal(newRoot) || len(reloaded.Roots()) != 2 {
-		t.Fatal("rotation not persisted")
+	if err := verifyWith(now, newLeaf, oldRoot); err != nil {
+		t.Fatalf("a peer on the old bundle refuses a new leaf: %v", err)
 	}
-	// Pruning waits for the old leaves to expire.
-	if _, err := c.PruneBundle(); !errors.Is(err, ErrTooEarly) {
-		t.Fatalf("PruneBundle right after rotation: %v, want ErrTooEarly", err)
+	if r, ok := c.RootOf(newLeaf); !ok || !r.Equal(next) {
+		t.Fatal("RootOf attributes a new leaf to the old root")
 	}
-	now = now.Add(25 * time.Hour)
-	removed, err := c.PruneBundle()
+	r := c.Rotation()
+	if r.Stage != StageActivated || len(r.Retiring) != 1 || !r.Retiring[0].Equal(oldRoot) || r.ActivatedAt.IsZero() {
+		t.Fatalf("after activate: %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(dir, NextFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s left after activate: %v", NextFile, err)
+	}
+	if re := load(); !re.Issuer().Equal(next) || re.Rotation().Stage != StageActivated || len(re.Roots()) != 2 {
+		t.Fatal("activate not persisted")
+	} else if chain, _ := re.Sign(newCSR(t), id, 0); len(chain) != 2 {
+		t.Fatal("the cross-certificate was not kept across a restart")
+	}
+
+	// Prune: only the new root is left.
+	removed, err := c.Prune()
 	if err != nil || len(removed) != 1 || !removed[0].Equal(oldRoot) {
-		t.Fatalf("PruneBundle = %d removed, %v; want the old root", len(removed), err)
+		t.Fatalf("Prune = %d removed, %v; want the old root", len(removed), err)
 	}
 	if err := verifyLeaf(c, oldLeaf); err == nil {
 		t.Fatal("old leaf still verifies after its root was pruned")
 	}
+	if err := verifyLeaf(c, newLeaf); err != nil {
+		t.Fatal(err)
+	}
+	if chain, _ := c.Sign(newCSR(t), id, 0); len(chain) != 1 {
+		t.Fatalf("a leaf signed after prune carries %d certificates, want the leaf alone", len(chain))
+	}
+	if _, err := os.Stat(filepath.Join(dir, CrossFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s left after prune: %v", CrossFile, err)
+	}
+	if re := load(); re.Rotation().Stage != StageStable || len(re.Roots()) != 1 || !re.Issuer().Equal(next) {
+		t.Fatal("prune not persisted")
+	}
+
+	// Rotate does both first steps at once.
+	if _, err := c.Rotate(); err != nil || c.Issuer().Equal(next) || c.Rotation().Stage != StageActivated {
+		t.Fatalf("Rotate: %v", err)
+	}
+}
+
+// TestRotationCrashRecovery leaves the files as a crash between two writes
+// of a step would, and checks what the next start makes of them.
+func TestRotationCrashRecovery(t *testing.T) {
+	read := func(t *testing.T, dir, name string) []byte {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	write := func(t *testing.T, dir, name string, b []byte) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("prepared root written, stage not recorded", func(t *testing.T) {
+		dir := t.TempDir()
+		c, _ := LoadOrCreate(dir, td)
+		bundle := read(t, dir, BundleFile)
+		if _, err := c.Prepare(); err != nil {
+			t.Fatal(err)
+		}
+		write(t, dir, BundleFile, bundle)
+		if err := os.Remove(filepath.Join(dir, RotationFile)); err != nil {
+			t.Fatal(err)
+		}
+		re, err := LoadOrCreate(dir, td)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if re.Rotation().Stage != StageStable || len(re.Roots()) != 1 {
+			t.Fatalf("stage %s with %d roots, want stable with 1", re.Rotation().Stage, len(re.Roots()))
+		}
+		if _, err := os.Stat(filepath.Join(dir, NextFile)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatal("the orphaned prepared root was not removed")
+		}
+	})
+	t.Run("prepare recorded, bundle not written", func(t *testing.T) {
+		dir := t.TempDir()
+		c, _ := LoadOrCreate(dir, td)
+		bundle := read(t, dir, BundleFile)
+		next, err := c.Prepare()
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, dir, BundleFile, bundle)
+		re, err := LoadOrCreate(dir, td)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if re.Rotation().Stage != StagePrepared || len(re.Roots()) != 2 || !re.Roots()[1].Equal(next) {
+			t.Fatal("the bundle was not repaired to hold the prepared root")
+		}
+		if string(read(t, dir, BundleFile)) != string(re.Bundle()) {
+			t.Fatal("the repaired bundle was not written")
+		}
+	})
+	t.Run("activation recorded, root not replaced", func(t *testing.T) {
+		dir := t.TempDir()
+		c, _ := LoadOrCreate(dir, td)
+		oldRoot := read(t, dir, RootFile)
+		next, err := c.Prepare()
+		if err != nil {
+			t.Fatal(err)
+		}
+		nextFile := read(t, dir, NextFile)
+		if _, err := c.Activate(); err != nil {
+			t.Fatal(err)
+		}
+		write(t, dir, RootFile, oldRoot)
+		write(t, dir, NextFile, nextFile)
+		re, err := LoadOrCreate(dir, td)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !re.Issuer().Equal(next) || re.Rotation().Stage != StageActivated || len(re.Roots()) != 2 {
+			t.Fatal("the interrupted activation was not finished")
+		}
+		if _, err := os.Stat(filepath.Join(dir, NextFile)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatal("the prepared root file was left")
+		}
+	})
+	t.Run("pruned, stage not recorded", func(t *testing.T) {
+		dir := t.TempDir()
+		c, _ := LoadOrCreate(dir, td)
+		if _, err := c.Rotate(); err != nil {
+			t.Fatal(err)
+		}
+		state := read(t, dir, RotationFile)
+		if _, err := c.Prune(); err != nil {
+			t.Fatal(err)
+		}
+		write(t, dir, RotationFile, state)
+		re, err := LoadOrCreate(dir, td)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if re.Rotation().Stage != StageStable || len(re.Roots()) != 1 {
+			t.Fatalf("stage %s with %d roots, want stable with 1", re.Rotation().Stage, len(re.Roots()))
+		}
+	})
+	t.Run("prepared root missing", func(t *testing.T) {
+		dir := t.TempDir()
+		c, _ := LoadOrCreate(dir, td)
+		if _, err := c.Prepare(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(filepath.Join(dir, NextFile)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadOrCreate(dir, td); err == nil || !strings.Contains(err.Error(), "is missing") {
+			t.Fatalf("LoadOrCreate = %v, want an error naming the missing prepared root", err)
+		}
+	})
 }
 
 func TestFromFilesIntermediate(t *testing.T) {
@@ -291,8 +475,18 @@ func TestFromFilesIntermediate(t *testing.T) {
 	if err := verifyLeaf(c, chain); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Rotate(); !errors.Is(err, ErrOperatorManaged) {
-		t.Fatalf("Rotate = %v, want ErrOperatorManaged", err)
+	for name, step := range map[string]func() error{
+		"rotate":   func() error { _, err := c.Rotate(); return err },
+		"prepare":  func() error { _, err := c.Prepare(); return err },
+		"activate": func() error { _, err := c.Activate(); return err },
+		"prune":    func() error { _, err := c.Prune(); return err },
+	} {
+		if err := step(); !errors.Is(err, ErrOperatorManaged) {
+			t.Fatalf("%s = %v, want ErrOperatorManaged", name, err)
+		}
+	}
+	if !c.OperatorManaged() || c.Rotation().Stage != StageStable {
+		t.Fatal("an operator-managed CA does not say so")
 	}
 
 	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -311,6 +505,19 @@ func TestFromFilesIntermediate(t *testing.T) {
 			t.Errorf("%s: FromFiles succeeded", name)
 		}
 	}
+}
+
+// verifyWith verifies chain against roots alone.
+func verifyWith(at time.Time, chain []*x509.Certificate, roots ...*x509.Certificate) error {
+	pool, inter := x509.NewCertPool(), x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	_, err := chain[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err
 }
 
 func pemBlock(typ string, der []byte) []byte {

@@ -23,8 +23,12 @@ const DefaultServingTTL = 30 * 24 * time.Hour
 // IssueServing issues a TLS server certificate for the control plane
 // itself, with a fresh ECDSA P-256 key, for the DNS names and IP addresses
 // in hosts. Its chain is the leaf and any intermediates, or with a
-// self-managed CA the leaf and the issuing root, so that a sidecar holding only a pinned root key hash
-// ("sha256:<hex of SubjectPublicKeyInfo>") can find the root it pinned.
+// self-managed CA the leaf and the issuing root, so that a sidecar holding
+// only a pinned root key hash ("sha256:<hex of SubjectPublicKeyInfo>") can
+// find the root it pinned; after a root rotation is activated and until
+// it is pruned, also the new root cross-certified by the old one, so that
+// a client that missed the new bundle still verifies the control plane
+// and can learn it.
 func (c *CA) IssueServing(hosts []string, ttl time.Duration) (*tls.Certificate, error) {
 	dns, ips, err := splitHosts(hosts)
 	if err != nil {
@@ -58,6 +62,7 @@ func (c *CA) IssueServing(hosts []string, ttl time.Duration) (*tls.Certificate, 
 	if len(s.chain) == 0 {
 		chain = append(chain, s.cert) // the self-managed root, for a pinning client
 	}
+	chain = append(chain, s.crossChain()...) // for a client still on the previous bundle
 	for _, cert := range chain {
 		out.Certificate = append(out.Certificate, cert.Raw)
 	}

@@ -104,6 +104,7 @@ func TestServerTLSConfig(t *testing.T) {
 	}
 
 	// After a rotation the serving certificate follows the new issuer.
+	oldRoot := c.Issuer()
 	if _, err := c.Rotate(); err != nil {
 		t.Fatal(err)
 	}
@@ -114,6 +115,24 @@ func TestServerTLSConfig(t *testing.T) {
 	if err := leaf2.CheckSignatureFrom(c.Issuer()); err != nil {
 		t.Fatalf("serving certificate not reissued by the new root: %v", err)
 	}
+	// Until the old root is pruned, its chain lets a client that trusts
+	// only the old root verify it.
+	cert, err := sc(c).get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chain []*x509.Certificate
+	for _, der := range cert.Certificate {
+		x, _ := x509.ParseCertificate(der)
+		chain = append(chain, x)
+	}
+	if err := verifyWith(time.Now(), chain, oldRoot); err != nil {
+		t.Fatalf("a client on the old bundle cannot verify the new serving certificate: %v", err)
+	}
+}
+
+func sc(c *CA) *servingCache {
+	return &servingCache{ca: c, hosts: []string{"127.0.0.1"}, ttl: time.Hour}
 }
 
 // signedPair is a client certificate for "orders" issued by c.

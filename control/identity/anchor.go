@@ -104,10 +104,12 @@ func (a Anchor) verify(chain []*x509.Certificate, serverName string, extra []*x5
 }
 
 // controlPlaneTLS is the configuration of a connection to the control
-// plane: the server verified by the anchor and the current bundle, and the
-// current certificate as client certificate while it is valid (none
-// otherwise, for a token-authenticated call).
-func (m *Manager) controlPlaneTLS() *tls.Config {
+// plane: the server verified by the anchor and the current bundle, and,
+// when present is set, the current certificate as client certificate
+// while it is valid (none otherwise, for a token-authenticated call: the
+// control plane refuses the handshake of a client certificate it no
+// longer trusts).
+func (m *Manager) controlPlaneTLS(present bool) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		ServerName: m.serverName,
@@ -118,7 +120,7 @@ func (m *Manager) controlPlaneTLS() *tls.Config {
 			return m.anchor.verify(cs.PeerCertificates, m.serverName, m.creds.Bundle(), m.now())
 		},
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			if cert := m.creds.Certificate(); cert != nil && m.now().Before(cert.Leaf.NotAfter) {
+			if cert := m.creds.Certificate(); present && cert != nil && m.now().Before(cert.Leaf.NotAfter) {
 				return cert, nil
 			}
 			return &tls.Certificate{}, nil // none: the call carries a token
@@ -156,5 +158,5 @@ func parseCertificates(b []byte) ([]*x509.Certificate, error) {
 // server verified as for Sign, and the current certificate presented, so
 // the control plane knows which service is asking.
 func (m *Manager) ControlPlaneCredentials() credentials.TransportCredentials {
-	return credentials.NewTLS(m.controlPlaneTLS())
+	return credentials.NewTLS(m.controlPlaneTLS(true))
 }

@@ -18,9 +18,24 @@
 // Rotation: certificates are swapped atomically in Credentials. A
 // handshake in progress finishes with the snapshot it read; established
 // connections keep theirs until they close; new handshakes use the new
-// one. Nothing is restarted, so rotation drops no request. After a CA root
-// rotation a sidecar learns the new bundle with its next certificate;
-// Manager.Renew forces that early.
+// one. Nothing is restarted, so rotation drops no request.
+//
+// CA root rotation: the Manager keeps a WatchBundle stream open to the
+// control plane (watch.go). A new trust bundle is installed as soon as the
+// control plane has one (same key and certificate, new bundle) and
+// acknowledged, which is what lets the control plane start signing with a
+// new root only once every connected sidecar trusts it. When the bundle
+// update says another certificate now signs new leaves, the Manager renews
+// at a random moment within the window the control plane names, so the
+// fleet moves to the new root within minutes, not at two thirds of the
+// leaf lifetime. If the control plane stops trusting the current
+// certificate's root (a forced prune), the Manager renews at once with its
+// bootstrap or service-account token.
+//
+// First certificate in Kubernetes: without a bootstrap token, the Manager
+// sends the pod's projected service-account token (Config.
+// ServiceAccountTokenFile, default /var/run/secrets/causeway/token, read
+// again at every use), and is issued the identity of its service account.
 package identity
 
 import (

@@ -45,6 +45,13 @@ type controlPlane struct {
 
 func startControlPlane(t *testing.T, ttl time.Duration) *controlPlane {
 	t.Helper()
+	return startControlPlaneWith(t, issuer.Config{TTL: ttl})
+}
+
+// startControlPlaneWith is startControlPlane with the issuer configured
+// by cfg (its CA, Tokens and Log are filled in).
+func startControlPlaneWith(t *testing.T, cfg issuer.Config) *controlPlane {
+	t.Helper()
 	dir := t.TempDir()
 	c, err := ca.LoadOrCreate(dir, td)
 	if err != nil {
@@ -54,7 +61,8 @@ func startControlPlane(t *testing.T, ttl time.Duration) *controlPlane {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := issuer.New(issuer.Config{CA: c, Tokens: tokens, TTL: ttl, Log: quiet})
+	cfg.CA, cfg.Tokens, cfg.Log = c, tokens, quiet
+	srv, err := issuer.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

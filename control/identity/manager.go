@@ -5,22 +5,28 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/big"
 	"net"
 	"net/url"
+	"os"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/causeway-mesh/causeway/control/identity/spiffeid"
+	"github.com/causeway-mesh/causeway/control/identity/svid"
 	"github.com/causeway-mesh/causeway/control/identitypb"
 )
 
@@ -29,7 +35,15 @@ const (
 	DefaultMinBackoff  = time.Second
 	DefaultMaxBackoff  = 30 * time.Second
 	DefaultCallTimeout = 10 * time.Second
+	// DefaultServiceAccountTokenFile is where a Kubernetes pod's projected
+	// service-account token for the mesh is mounted (a projected volume
+	// with audience "causeway" at /var/run/secrets/causeway).
+	DefaultServiceAccountTokenFile = "/var/run/secrets/causeway/token" //nolint:gosec // a path, not a credential
 )
+
+// maxRenewWindow caps the renewal window a control plane may ask for after
+// a root rotation.
+const maxRenewWindow = time.Hour
 
 // renewFraction is the part of a certificate's remaining lifetime after
 // which it is renewed; renewJitter the part of the lifetime by which that
@@ -56,9 +70,21 @@ type Config struct {
 	Namespace string
 	// Token is the bootstrap token for the first certificate, and again
 	// whenever the current certificate has expired (after a long partition
-	// from the control plane). Empty means renewals only, which works only
-	// while a valid certificate is held, so in practice it is required.
+	// from the control plane). Empty means the service-account token
+	// below, or renewals only, which work only while a valid certificate
+	// is held.
 	Token string
+	// ServiceAccountTokenFile is a Kubernetes service-account token (a
+	// projected token with the audience the control plane expects), sent
+	// in place of a bootstrap token when Token is empty. It is read again
+	// at every use, since the kubelet replaces it before it expires. Empty
+	// means DefaultServiceAccountTokenFile when that file exists.
+	ServiceAccountTokenFile string
+	// NoBundleWatch turns off the WatchBundle stream, through which the
+	// control plane pushes trust-bundle changes (a CA root rotation) as
+	// they happen; the bundle is then learnt only with each certificate.
+	// Default false: the stream is on.
+	NoBundleWatch bool
 	// Anchor is how the control plane is trusted at bootstrap. Required.
 	Anchor Anchor
 	// MinBackoff and MaxBackoff bound the delay between failed attempts
@@ -78,16 +104,24 @@ type Config struct {
 // Manager obtains and renews the workload's certificate. The private key
 // (ECDSA P-256) is generated in memory for every request and never leaves
 // the process. The first certificate is obtained with the bootstrap
-// token; renewals authenticate with the current certificate over mutual
-// TLS, at two thirds of its lifetime (a little earlier at random), with
-// retries and backoff, while the current certificate keeps serving. The
-// TLS configurations of Credentials read the latest certificate and
-// bundle at each handshake.
+// token (or a Kubernetes service-account token); renewals authenticate
+// with the current certificate over mutual TLS, at two thirds of its
+// lifetime (a little earlier at random), with retries and backoff, while
+// the current certificate keeps serving. The TLS configurations of
+// Credentials read the latest certificate and bundle at each handshake.
+//
+// Between renewals a WatchBundle stream (watch.go) installs the control
+// plane's new trust bundles as they change, keeping the certificate, and
+// when the CA starts signing with a new root, moves the renewal to a
+// random moment within the window the control plane names.
 type Manager struct {
 	id         spiffeid.ID
 	addr       string
 	serverName string
 	token      string
+	saFile     string
+	saExplicit bool // saFile was configured, so its absence is an error
+	watch      bool
 	anchor     Anchor
 	minBackoff time.Duration
 	maxBackoff time.Duration
@@ -100,6 +134,22 @@ type Manager struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 	renewMu   sync.Mutex // one Sign call at a time
+	installMu sync.Mutex // one installation (certificate or bundle) at a time
+
+	// bundleDigest is the SHA-256 of the trust bundle PEM last installed.
+	bundleDigest atomic.Pointer[[sha256.Size]byte]
+	// orphaned is set when the control plane's bundle no longer holds the
+	// root of the current certificate (a forced prune): the next renewal
+	// uses a token, since the certificate can no longer authenticate.
+	orphaned atomic.Bool
+	// installed is signalled after every installation, for the watch
+	// stream to acknowledge.
+	installed chan struct{}
+	// soon asks Run to renew earlier: soonAt is the moment, soonCh the
+	// signal.
+	soonMu sync.Mutex
+	soonAt time.Time
+	soonCh chan struct{}
 }
 
 // New validates cfg and returns a Manager; nothing is contacted until Run
@@ -118,8 +168,13 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m := &Manager{
 		id: id, addr: cfg.ControlPlane, serverName: cfg.ServerName, token: cfg.Token, anchor: cfg.Anchor,
+		saFile: cfg.ServiceAccountTokenFile, saExplicit: cfg.ServiceAccountTokenFile != "", watch: !cfg.NoBundleWatch,
 		minBackoff: cfg.MinBackoff, maxBackoff: cfg.MaxBackoff, timeout: cfg.CallTimeout,
 		dialOpts: cfg.DialOptions, log: cfg.Log, now: time.Now, ready: make(chan struct{}),
+		installed: make(chan struct{}, 1), soonCh: make(chan struct{}, 1),
+	}
+	if m.saFile == "" {
+		m.saFile = DefaultServiceAccountTokenFile
 	}
 	if m.serverName == "" {
 		m.serverName = host
@@ -156,8 +211,15 @@ func (m *Manager) Credentials() *Credentials { return m.creds }
 func (m *Manager) Ready() <-chan struct{} { return m.ready }
 
 // Run obtains the first certificate, retrying until it succeeds, then
-// renews it for as long as ctx lives. It returns nil when ctx is done.
+// renews it for as long as ctx lives, and (unless Config.NoBundleWatch)
+// keeps a WatchBundle stream open once it holds a certificate. It returns
+// nil when ctx is done, after the stream's goroutine has ended.
 func (m *Manager) Run(ctx context.Context) error {
+	if m.watch {
+		watchDone := make(chan struct{})
+		go func() { defer close(watchDone); m.watchBundle(ctx) }()
+		defer func() { <-watchDone }()
+	}
 	backoff := m.minBackoff
 	next := m.now() // obtain at once
 	if m.creds.Certificate() != nil {
@@ -169,6 +231,12 @@ func (m *Manager) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-m.soonCh:
+			if at := m.takeSoon(); !at.IsZero() && at.Before(next) {
+				next = at
+				timer.Reset(time.Until(next))
+			}
+			continue
 		case <-timer.C:
 		}
 		err := m.Renew(ctx)
@@ -207,15 +275,22 @@ func (m *Manager) Renew(ctx context.Context) error {
 		return fmt.Errorf("identity: CSR: %w", err)
 	}
 	req := &identitypb.SignRequest{Csr: csr}
-	if cur := m.creds.Certificate(); cur == nil || !m.now().Before(cur.Leaf.NotAfter) {
-		if m.token == "" {
-			return errors.New("identity: no valid certificate to renew with and no bootstrap token")
+	withToken := false
+	if cur := m.creds.Certificate(); cur == nil || !m.now().Before(cur.Leaf.NotAfter) || m.orphaned.Load() {
+		if req.BootstrapToken, req.ServiceAccountToken, err = m.credential(); err != nil {
+			if cur == nil || !m.now().Before(cur.Leaf.NotAfter) {
+				return err
+			}
+			// Orphaned, but still valid: try it anyway, the control plane
+			// may still trust its root.
+			m.log.Warn("the control plane no longer trusts this certificate's root and no token is at hand; renewing with the certificate", "id", m.id, "error", err)
+		} else {
+			withToken = true
 		}
-		req.BootstrapToken = m.token
 	}
 
 	conn, err := grpc.NewClient(m.addr, append([]grpc.DialOption{
-		grpc.WithTransportCredentials(credentials.NewTLS(m.controlPlaneTLS())),
+		grpc.WithTransportCredentials(credentials.NewTLS(m.controlPlaneTLS(!withToken))),
 	}, m.dialOpts...)...)
 	if err != nil {
 		return fmt.Errorf("identity: control plane %s: %w", m.addr, err)
@@ -225,6 +300,10 @@ func (m *Manager) Renew(ctx context.Context) error {
 	defer cancel()
 	resp, err := identitypb.NewIdentityClient(conn).Sign(callCtx, req)
 	if err != nil {
+		if !withToken && certRefused(err) {
+			// Its root was pruned: the next attempt uses a token.
+			m.orphaned.Store(true)
+		}
 		return fmt.Errorf("identity: sign at %s: %w", m.addr, err)
 	}
 
@@ -240,16 +319,86 @@ func (m *Manager) Renew(ctx context.Context) error {
 	for _, c := range chain {
 		cert.Certificate = append(cert.Certificate, c.Raw)
 	}
+	if got, err := svid.ID(chain[0]); err != nil {
+		return fmt.Errorf("identity: certificate from control plane: %w", err)
+	} else if got != m.id {
+		return fmt.Errorf("identity: control plane issued %s, want %s", got, m.id)
+	}
+	if err := m.install(cert, bundle, resp.GetTrustBundlePem()); err != nil {
+		return err
+	}
+	m.orphaned.Store(false)
+	via := "renewal"
+	switch {
+	case req.BootstrapToken != "":
+		via = "bootstrap token"
+	case req.ServiceAccountToken != "":
+		via = "service-account token"
+	}
+	m.log.Info("workload certificate installed", "id", m.id, "serial", chain[0].SerialNumber.Text(16),
+		"notAfter", chain[0].NotAfter.UTC().Format(time.RFC3339), "roots", len(bundle), "via", via)
+	m.readyOnce.Do(func() { close(m.ready) })
+	return nil
+}
+
+// install swaps in a certificate and bundle (bundlePEM as received, whose
+// digest the watch stream acknowledges) and signals the watch stream.
+func (m *Manager) install(cert *tls.Certificate, bundle []*x509.Certificate, bundlePEM []byte) error {
+	m.installMu.Lock()
+	defer m.installMu.Unlock()
 	if err := m.creds.Update(cert, bundle); err != nil {
 		return err
 	}
-	if got := m.creds.ID(); got != m.id {
-		return fmt.Errorf("identity: control plane issued %s, want %s", got, m.id)
+	sum := sha256.Sum256(bundlePEM)
+	m.bundleDigest.Store(&sum)
+	select {
+	case m.installed <- struct{}{}:
+	default:
 	}
-	m.log.Info("workload certificate installed", "id", m.id, "serial", chain[0].SerialNumber.Text(16),
-		"notAfter", chain[0].NotAfter.UTC().Format(time.RFC3339), "roots", len(bundle), "bootstrap", req.BootstrapToken != "")
-	m.readyOnce.Do(func() { close(m.ready) })
 	return nil
+}
+
+// credential is what a token-authenticated Sign call carries: the
+// bootstrap token when one was given, else the service-account token read
+// now from its file.
+func (m *Manager) credential() (bootstrapToken, serviceAccountToken string, err error) {
+	if m.token != "" {
+		return m.token, "", nil
+	}
+	b, err := os.ReadFile(m.saFile)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && !m.saExplicit:
+		return "", "", fmt.Errorf("identity: no valid certificate to renew with, no bootstrap token, and no service-account token at %s", m.saFile)
+	case err != nil:
+		return "", "", fmt.Errorf("identity: service-account token: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", "", fmt.Errorf("identity: service-account token file %s is empty", m.saFile)
+	}
+	return "", tok, nil
+}
+
+// renewSoon asks Run to renew at at, unless a renewal is due earlier.
+func (m *Manager) renewSoon(at time.Time) {
+	m.soonMu.Lock()
+	if m.soonAt.IsZero() || at.Before(m.soonAt) {
+		m.soonAt = at
+	}
+	m.soonMu.Unlock()
+	select {
+	case m.soonCh <- struct{}{}:
+	default:
+	}
+}
+
+// takeSoon returns and clears the moment renewSoon asked for.
+func (m *Manager) takeSoon() time.Time {
+	m.soonMu.Lock()
+	defer m.soonMu.Unlock()
+	at := m.soonAt
+	m.soonAt = time.Time{}
+	return at
 }
 
 // renewalTime is two thirds of the way from now to notAfter, moved
@@ -283,11 +432,14 @@ func randInt63n(n int64) int64 {
 	return v.Int64()
 }
 
+// errNoCert is a PEM input without a certificate.
+var errNoCert = errors.New("no certificate")
+
 func orNoCert(err error) error {
 	if err != nil {
 		return err
 	}
-	return errors.New("no certificate")
+	return errNoCert
 }
 
 // EncodeCertificate returns cert's chain as PEM, for an admin endpoint.

@@ -32,8 +32,13 @@ type SignRequest struct {
 	Csr []byte `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
 	// Bootstrap token "cwt.<id>.<secret>"; empty on a renewal over mTLS.
 	BootstrapToken string `protobuf:"bytes,2,opt,name=bootstrap_token,json=bootstrapToken,proto3" json:"bootstrap_token,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// A Kubernetes service-account token (a JWT, such as a projected token
+	// with the audience the control plane expects), in place of a bootstrap
+	// token. The identity issued is spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/NAME
+	// of the token's service account. Ignored when bootstrap_token is set.
+	ServiceAccountToken string `protobuf:"bytes,3,opt,name=service_account_token,json=serviceAccountToken,proto3" json:"service_account_token,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *SignRequest) Reset() {
@@ -76,6 +81,13 @@ func (x *SignRequest) GetCsr() []byte {
 func (x *SignRequest) GetBootstrapToken() string {
 	if x != nil {
 		return x.BootstrapToken
+	}
+	return ""
+}
+
+func (x *SignRequest) GetServiceAccountToken() string {
+	if x != nil {
+		return x.ServiceAccountToken
 	}
 	return ""
 }
@@ -134,19 +146,170 @@ func (x *SignResponse) GetTrustBundlePem() []byte {
 	return nil
 }
 
+type BundleUpdate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every root of the mesh's trust bundle, PEM.
+	TrustBundlePem []byte `protobuf:"bytes,1,opt,name=trust_bundle_pem,json=trustBundlePem,proto3" json:"trust_bundle_pem,omitempty"`
+	// SHA-256 of trust_bundle_pem, to acknowledge.
+	BundleSha256 []byte `protobuf:"bytes,2,opt,name=bundle_sha256,json=bundleSha256,proto3" json:"bundle_sha256,omitempty"`
+	// The certificate (DER) that signs new leaves now. A sidecar whose leaf
+	// it did not sign renews within renew_window_millis (at a random moment
+	// in that window), so the fleet moves to a new root soon after it is
+	// activated.
+	IssuerCertificate []byte `protobuf:"bytes,3,opt,name=issuer_certificate,json=issuerCertificate,proto3" json:"issuer_certificate,omitempty"`
+	// The window for that renewal, in milliseconds; 0 means at once.
+	RenewWindowMillis int64 `protobuf:"varint,4,opt,name=renew_window_millis,json=renewWindowMillis,proto3" json:"renew_window_millis,omitempty"`
+	// The CA's rotation stage: "stable", "prepared" or "activated"
+	// (informational).
+	Stage         string `protobuf:"bytes,5,opt,name=stage,proto3" json:"stage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BundleUpdate) Reset() {
+	*x = BundleUpdate{}
+	mi := &file_identity_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundleUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundleUpdate) ProtoMessage() {}
+
+func (x *BundleUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_identity_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundleUpdate.ProtoReflect.Descriptor instead.
+func (*BundleUpdate) Descriptor() ([]byte, []int) {
+	return file_identity_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *BundleUpdate) GetTrustBundlePem() []byte {
+	if x != nil {
+		return x.TrustBundlePem
+	}
+	return nil
+}
+
+func (x *BundleUpdate) GetBundleSha256() []byte {
+	if x != nil {
+		return x.BundleSha256
+	}
+	return nil
+}
+
+func (x *BundleUpdate) GetIssuerCertificate() []byte {
+	if x != nil {
+		return x.IssuerCertificate
+	}
+	return nil
+}
+
+func (x *BundleUpdate) GetRenewWindowMillis() int64 {
+	if x != nil {
+		return x.RenewWindowMillis
+	}
+	return 0
+}
+
+func (x *BundleUpdate) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+type BundleAck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SHA-256 of the trust bundle (PEM, as received) the sidecar holds now.
+	BundleSha256 []byte `protobuf:"bytes,1,opt,name=bundle_sha256,json=bundleSha256,proto3" json:"bundle_sha256,omitempty"`
+	// The sidecar's current leaf certificate, DER, so the control plane
+	// knows which root each connected sidecar's certificate chains to.
+	LeafCertificate []byte `protobuf:"bytes,2,opt,name=leaf_certificate,json=leafCertificate,proto3" json:"leaf_certificate,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *BundleAck) Reset() {
+	*x = BundleAck{}
+	mi := &file_identity_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundleAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundleAck) ProtoMessage() {}
+
+func (x *BundleAck) ProtoReflect() protoreflect.Message {
+	mi := &file_identity_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundleAck.ProtoReflect.Descriptor instead.
+func (*BundleAck) Descriptor() ([]byte, []int) {
+	return file_identity_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BundleAck) GetBundleSha256() []byte {
+	if x != nil {
+		return x.BundleSha256
+	}
+	return nil
+}
+
+func (x *BundleAck) GetLeafCertificate() []byte {
+	if x != nil {
+		return x.LeafCertificate
+	}
+	return nil
+}
+
 var File_identity_proto protoreflect.FileDescriptor
 
 const file_identity_proto_rawDesc = "" +
 	"\n" +
-	"\x0eidentity.proto\x12\x14causeway.identity.v1\"H\n" +
+	"\x0eidentity.proto\x12\x14causeway.identity.v1\"|\n" +
 	"\vSignRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\x12'\n" +
-	"\x0fbootstrap_token\x18\x02 \x01(\tR\x0ebootstrapToken\"l\n" +
+	"\x0fbootstrap_token\x18\x02 \x01(\tR\x0ebootstrapToken\x122\n" +
+	"\x15service_account_token\x18\x03 \x01(\tR\x13serviceAccountToken\"l\n" +
 	"\fSignResponse\x122\n" +
 	"\x15certificate_chain_pem\x18\x01 \x01(\fR\x13certificateChainPem\x12(\n" +
-	"\x10trust_bundle_pem\x18\x02 \x01(\fR\x0etrustBundlePem2Y\n" +
+	"\x10trust_bundle_pem\x18\x02 \x01(\fR\x0etrustBundlePem\"\xd2\x01\n" +
+	"\fBundleUpdate\x12(\n" +
+	"\x10trust_bundle_pem\x18\x01 \x01(\fR\x0etrustBundlePem\x12#\n" +
+	"\rbundle_sha256\x18\x02 \x01(\fR\fbundleSha256\x12-\n" +
+	"\x12issuer_certificate\x18\x03 \x01(\fR\x11issuerCertificate\x12.\n" +
+	"\x13renew_window_millis\x18\x04 \x01(\x03R\x11renewWindowMillis\x12\x14\n" +
+	"\x05stage\x18\x05 \x01(\tR\x05stage\"[\n" +
+	"\tBundleAck\x12#\n" +
+	"\rbundle_sha256\x18\x01 \x01(\fR\fbundleSha256\x12)\n" +
+	"\x10leaf_certificate\x18\x02 \x01(\fR\x0fleafCertificate2\xb1\x01\n" +
 	"\bIdentity\x12M\n" +
-	"\x04Sign\x12!.causeway.identity.v1.SignRequest\x1a\".causeway.identity.v1.SignResponseB6Z4github.com/causeway-mesh/causeway/control/identitypbb\x06proto3"
+	"\x04Sign\x12!.causeway.identity.v1.SignRequest\x1a\".causeway.identity.v1.SignResponse\x12V\n" +
+	"\vWatchBundle\x12\x1f.causeway.identity.v1.BundleAck\x1a\".causeway.identity.v1.BundleUpdate(\x010\x01B6Z4github.com/causeway-mesh/causeway/control/identitypbb\x06proto3"
 
 var (
 	file_identity_proto_rawDescOnce sync.Once
@@ -160,16 +323,20 @@ func file_identity_proto_rawDescGZIP() []byte {
 	return file_identity_proto_rawDescData
 }
 
-var file_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_identity_proto_goTypes = []any{
 	(*SignRequest)(nil),  // 0: causeway.identity.v1.SignRequest
 	(*SignResponse)(nil), // 1: causeway.identity.v1.SignResponse
+	(*BundleUpdate)(nil), // 2: causeway.identity.v1.BundleUpdate
+	(*BundleAck)(nil),    // 3: causeway.identity.v1.BundleAck
 }
 var file_identity_proto_depIdxs = []int32{
 	0, // 0: causeway.identity.v1.Identity.Sign:input_type -> causeway.identity.v1.SignRequest
-	1, // 1: causeway.identity.v1.Identity.Sign:output_type -> causeway.identity.v1.SignResponse
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
+	3, // 1: causeway.identity.v1.Identity.WatchBundle:input_type -> causeway.identity.v1.BundleAck
+	1, // 2: causeway.identity.v1.Identity.Sign:output_type -> causeway.identity.v1.SignResponse
+	2, // 3: causeway.identity.v1.Identity.WatchBundle:output_type -> causeway.identity.v1.BundleUpdate
+	2, // [2:4] is the sub-list for method output_type
+	0, // [0:2] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -186,7 +353,7 @@ func file_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_identity_proto_rawDesc), len(file_identity_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,7 +22,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Identity_Sign_FullMethodName = "/causeway.identity.v1.Identity/Sign"
+	Identity_Sign_FullMethodName        = "/causeway.identity.v1.Identity/Sign"
+	Identity_WatchBundle_FullMethodName = "/causeway.identity.v1.Identity/WatchBundle"
 )
 
 // IdentityClient is the client API for Identity service.
@@ -32,12 +33,23 @@ const (
 // Identity issues workload certificates to sidecars.
 type IdentityClient interface {
 	// Sign issues a certificate for the key in the CSR. The first call of a
-	// sidecar authenticates with a bootstrap token; a renewal authenticates
-	// with the sidecar's current certificate over mutual TLS and may only
-	// renew the SPIFFE ID that certificate carries. Refusals:
-	// UNAUTHENTICATED (no or bad credentials), PERMISSION_DENIED (the CSR
-	// names another identity), INVALID_ARGUMENT (malformed CSR).
+	// sidecar authenticates with a bootstrap token or a Kubernetes
+	// service-account token; a renewal authenticates with the sidecar's
+	// current certificate over mutual TLS and may only renew the SPIFFE ID
+	// that certificate carries. Refusals: UNAUTHENTICATED (no or bad
+	// credentials), PERMISSION_DENIED (the CSR names another identity),
+	// INVALID_ARGUMENT (malformed CSR).
 	Sign(ctx context.Context, in *SignRequest, opts ...grpc.CallOption) (*SignResponse, error)
+	// WatchBundle keeps a sidecar's trust bundle current between renewals.
+	// The caller must present its mesh certificate over mutual TLS
+	// (UNAUTHENTICATED otherwise). It sends a BundleAck when the stream
+	// opens, after applying each BundleUpdate and after each renewal; the
+	// control plane sends a BundleUpdate at once when the acknowledged bundle
+	// is not its current one, and again whenever the bundle or the
+	// certificate that signs new leaves changes (a CA root rotation). The
+	// acknowledgements are how the control plane knows that every connected
+	// sidecar trusts a new root before it starts signing with it.
+	WatchBundle(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[BundleAck, BundleUpdate], error)
 }
 
 type identityClient struct {
@@ -58,6 +70,19 @@ func (c *identityClient) Sign(ctx context.Context, in *SignRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *identityClient) WatchBundle(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[BundleAck, BundleUpdate], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Identity_ServiceDesc.Streams[0], Identity_WatchBundle_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BundleAck, BundleUpdate]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Identity_WatchBundleClient = grpc.BidiStreamingClient[BundleAck, BundleUpdate]
+
 // IdentityServer is the server API for Identity service.
 // All implementations must embed UnimplementedIdentityServer
 // for forward compatibility.
@@ -65,12 +90,23 @@ func (c *identityClient) Sign(ctx context.Context, in *SignRequest, opts ...grpc
 // Identity issues workload certificates to sidecars.
 type IdentityServer interface {
 	// Sign issues a certificate for the key in the CSR. The first call of a
-	// sidecar authenticates with a bootstrap token; a renewal authenticates
-	// with the sidecar's current certificate over mutual TLS and may only
-	// renew the SPIFFE ID that certificate carries. Refusals:
-	// UNAUTHENTICATED (no or bad credentials), PERMISSION_DENIED (the CSR
-	// names another identity), INVALID_ARGUMENT (malformed CSR).
+	// sidecar authenticates with a bootstrap token or a Kubernetes
+	// service-account token; a renewal authenticates with the sidecar's
+	// current certificate over mutual TLS and may only renew the SPIFFE ID
+	// that certificate carries. Refusals: UNAUTHENTICATED (no or bad
+	// credentials), PERMISSION_DENIED (the CSR names another identity),
+	// INVALID_ARGUMENT (malformed CSR).
 	Sign(context.Context, *SignRequest) (*SignResponse, error)
+	// WatchBundle keeps a sidecar's trust bundle current between renewals.
+	// The caller must present its mesh certificate over mutual TLS
+	// (UNAUTHENTICATED otherwise). It sends a BundleAck when the stream
+	// opens, after applying each BundleUpdate and after each renewal; the
+	// control plane sends a BundleUpdate at once when the acknowledged bundle
+	// is not its current one, and again whenever the bundle or the
+	// certificate that signs new leaves changes (a CA root rotation). The
+	// acknowledgements are how the control plane knows that every connected
+	// sidecar trusts a new root before it starts signing with it.
+	WatchBundle(grpc.BidiStreamingServer[BundleAck, BundleUpdate]) error
 	mustEmbedUnimplementedIdentityServer()
 }
 
@@ -83,6 +119,9 @@ type UnimplementedIdentityServer struct{}
 
 func (UnimplementedIdentityServer) Sign(context.Context, *SignRequest) (*SignResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Sign not implemented")
+}
+func (UnimplementedIdentityServer) WatchBundle(grpc.BidiStreamingServer[BundleAck, BundleUpdate]) error {
+	return status.Error(codes.Unimplemented, "method WatchBundle not implemented")
 }
 func (UnimplementedIdentityServer) mustEmbedUnimplementedIdentityServer() {}
 func (UnimplementedIdentityServer) testEmbeddedByValue()                  {}
@@ -123,6 +162,13 @@ func _Identity_Sign_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Identity_WatchBundle_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(IdentityServer).WatchBundle(&grpc.GenericServerStream[BundleAck, BundleUpdate]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Identity_WatchBundleServer = grpc.BidiStreamingServer[BundleAck, BundleUpdate]
+
 // Identity_ServiceDesc is the grpc.ServiceDesc for Identity service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -135,6 +181,13 @@ var Identity_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Identity_Sign_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchBundle",
+			Handler:       _Identity_WatchBundle_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "identity.proto",
 }

@@ -77,7 +77,40 @@ type TLS struct {
 	// Hosts are the DNS names and IPs in the control plane's serving
 	// certificate. Default: localhost, 127.0.0.1 and the host name.
 	Hosts []string `json:"hosts"`
+	// RenewWindow: once a rotated CA root is activated, every sidecar
+	// renews onto it at a random moment within this window (told to it
+	// over WatchBundle), which spreads the signing load: a fleet of N
+	// sidecars makes about N/RenewWindow requests a second. Default 2m,
+	// at most 1h.
+	RenewWindow Duration `json:"renewWindow"`
+	// Kubernetes lets sidecars in a Kubernetes cluster obtain their first
+	// certificate with a service-account token, verified offline.
+	Kubernetes Kubernetes `json:"kubernetes"`
 }
+
+// Kubernetes configures the offline verification of Kubernetes
+// service-account tokens (package control/ca/k8stoken): a sidecar that
+// sends one instead of a bootstrap token is issued
+// spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICEACCOUNT. Off unless Issuer
+// and JWKSFile are set; needs TLS.
+type Kubernetes struct {
+	// Issuer is the cluster's service-account issuer, compared exactly
+	// with the tokens' "iss" (`kubectl get --raw
+	// /.well-known/openid-configuration`).
+	Issuer string `json:"issuer"`
+	// JWKSFile holds the cluster's service-account signing keys as a JWK
+	// set (`kubectl get --raw /openid/v1/jwks`). It is read at start;
+	// restart the control plane after the cluster's keys change.
+	JWKSFile string `json:"jwksFile"`
+	// Audience must be among the tokens' audiences. Default "causeway".
+	Audience string `json:"audience"`
+}
+
+// DefaultRenewWindow is the default TLS.RenewWindow.
+const DefaultRenewWindow = 2 * time.Minute
+
+// maxRenewWindow bounds TLS.RenewWindow (the sidecars cap it there too).
+const maxRenewWindow = time.Hour
 
 // Trace configures the embedded OTLP trace receiver: OTLP/HTTP on the API
 // listener (POST /v1/traces, no token) and OTLP/gRPC on the xDS listener
@@ -145,7 +178,10 @@ func Default() Config {
 		ShutdownTimeout: Duration{10 * time.Second},
 		Log:             Log{Level: "info", Format: "text"},
 		Trace:           Trace{BufferSpans: DefaultTraceBufferSpans},
-		TLS:             TLS{TrustDomain: "causeway.local"},
+		TLS: TLS{
+			TrustDomain: "causeway.local", RenewWindow: Duration{DefaultRenewWindow},
+			Kubernetes: Kubernetes{Audience: "causeway"},
+		},
 	}
 }
 
@@ -159,6 +195,22 @@ func (c *Config) Validate() error {
 	if c.TLS.Enabled {
 		if err := spiffeid.ValidateTrustDomain(c.TLS.TrustDomain); err != nil {
 			bad("tls.trustDomain", "%v", err)
+		}
+	}
+	if w := c.TLS.RenewWindow.Duration; w <= 0 || w > maxRenewWindow {
+		bad("tls.renewWindow", "%v: must be greater than 0 and at most %v", w, maxRenewWindow)
+	}
+	if k := c.TLS.Kubernetes; k.Issuer != "" || k.JWKSFile != "" {
+		switch {
+		case !c.TLS.Enabled:
+			bad("tls.kubernetes", "service-account tokens need the certificate authority: set --tls")
+		case k.Issuer == "":
+			bad("tls.kubernetes.issuer", "required with tls.kubernetes.jwksFile (the tokens' \"iss\")")
+		case k.JWKSFile == "":
+			bad("tls.kubernetes.jwksFile", "required with tls.kubernetes.issuer (kubectl get --raw /openid/v1/jwks > FILE)")
+		}
+		if k.Audience == "" {
+			bad("tls.kubernetes.audience", "must not be empty")
 		}
 	}
 	hostPort := func(field, v string) {
@@ -269,9 +321,18 @@ var ErrHelp = pflag.ErrHelp
 // Load builds the configuration from, in increasing precedence: defaults,
 // the YAML file (--config or MESH_CONFIG), MESH_* variables, flags.
 func Load(args []string, lookupEnv func(string) (string, bool), out io.Writer) (*Config, error) {
+	return LoadWith(args, lookupEnv, out, nil)
+}
+
+// LoadWith is Load with flags of the caller's own beside the server's, for
+// a command that must see the server's configuration exactly as the
+// server does (controlplane healthcheck). extra registers them; it is
+// called once for each flag set Load builds, so it must register the same
+// variables each time. They take MESH_* variables like every other flag.
+func LoadWith(args []string, lookupEnv func(string) (string, bool), out io.Writer, extra func(*pflag.FlagSet)) (*Config, error) {
 	scratch := Default()
 	var file string
-	fs := newFlagSet(&scratch, &file, out)
+	fs := newFlagSet(&scratch, &file, out, extra)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -294,7 +355,7 @@ func Load(args []string, lookupEnv func(string) (string, bool), out io.Writer) (
 		}
 	}
 	var unused string
-	fs2 := newFlagSet(&cfg, &unused, io.Discard)
+	fs2 := newFlagSet(&cfg, &unused, io.Discard, extra)
 	var errs []error
 	fs2.VisitAll(func(f *pflag.Flag) {
 		if fs.Changed(f.Name) || f.Name == "config" {
@@ -322,7 +383,7 @@ func Load(args []string, lookupEnv func(string) (string, bool), out io.Writer) (
 	return &cfg, nil
 }
 
-func newFlagSet(cfg *Config, file *string, out io.Writer) *pflag.FlagSet {
+func newFlagSet(cfg *Config, file *string, out io.Writer, extra func(*pflag.FlagSet)) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("controlplane", pflag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.SortFlags = false
@@ -337,6 +398,10 @@ func newFlagSet(cfg *Config, file *string, out io.Writer) *pflag.FlagSet {
 	fs.BoolVar(&cfg.TLS.Enabled, "tls", cfg.TLS.Enabled, "be the mesh's certificate authority; serve xDS, identity and the API over TLS")
 	fs.StringVar(&cfg.TLS.TrustDomain, "trust-domain", cfg.TLS.TrustDomain, "the mesh's SPIFFE trust domain")
 	fs.StringSliceVar(&cfg.TLS.Hosts, "tls-host", cfg.TLS.Hosts, "DNS names and IPs of the serving certificate (default localhost, 127.0.0.1, the host name)")
+	fs.DurationVar(&cfg.TLS.RenewWindow.Duration, "ca-renew-window", cfg.TLS.RenewWindow.Duration, "after a CA root rotation is activated, sidecars renew onto the new root at random within this window")
+	fs.StringVar(&cfg.TLS.Kubernetes.Issuer, "k8s-issuer", cfg.TLS.Kubernetes.Issuer, "accept Kubernetes service-account tokens from this issuer (the tokens' iss; with --k8s-jwks)")
+	fs.StringVar(&cfg.TLS.Kubernetes.JWKSFile, "k8s-jwks", cfg.TLS.Kubernetes.JWKSFile, "the cluster's service-account signing keys as a JWK set (kubectl get --raw /openid/v1/jwks)")
+	fs.StringVar(&cfg.TLS.Kubernetes.Audience, "k8s-audience", cfg.TLS.Kubernetes.Audience, "audience a service-account token must carry")
 	fs.DurationVar(&cfg.Debounce.Duration, "debounce", cfg.Debounce.Duration, "push once changes have been quiet this long")
 	fs.DurationVar(&cfg.DebounceMax.Duration, "debounce-max", cfg.DebounceMax.Duration, "push at most this long after the first change")
 	fs.DurationVar(&cfg.ShutdownTimeout.Duration, "shutdown-timeout", cfg.ShutdownTimeout.Duration, "graceful stop deadline")
@@ -344,5 +409,8 @@ func newFlagSet(cfg *Config, file *string, out io.Writer) *pflag.FlagSet {
 	fs.StringVar(&cfg.Log.Format, "log-format", cfg.Log.Format, "text or json")
 	fs.IntVar(&cfg.Trace.BufferSpans, "trace-buffer-spans", cfg.Trace.BufferSpans, "spans the embedded trace receiver keeps in memory (oldest traces evicted first)")
 	fs.StringVar(&cfg.Trace.Forward, "trace-forward", cfg.Trace.Forward, "also send every received span to this OTLP/HTTP endpoint (http://collector:4318)")
+	if extra != nil {
+		extra(fs)
+	}
 	return fs
 }

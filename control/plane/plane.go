@@ -33,6 +33,8 @@ import (
 	"github.com/causeway-mesh/causeway/control/ca"
 	"github.com/causeway-mesh/causeway/control/ca/bootstrap"
 	"github.com/causeway-mesh/causeway/control/ca/issuer"
+	"github.com/causeway-mesh/causeway/control/ca/ledger"
+	"github.com/causeway-mesh/causeway/control/ca/rotation"
 	"github.com/causeway-mesh/causeway/control/fencing"
 	"github.com/causeway-mesh/causeway/control/membership"
 	"github.com/causeway-mesh/causeway/control/policy"
@@ -60,6 +62,8 @@ type Plane struct {
 	tokens   *bootstrap.Store
 	issuer   *issuer.Server
 	serveTLS *tls.Config
+	leaves   *ledger.Ledger
+	rotator  *rotation.Rotator
 	token    string
 	grpcOpt  []grpc.ServerOption
 
@@ -157,15 +161,20 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (_ *Plane, err error) 
 	}
 	closers = append(closers, func() { _ = p.traces.Close() })
 
-	p.api, err = api.New(api.Config{Store: st, Proxies: xs, Mesh: p.mesh, Token: token, Traces: p.traces,
-		Fencing: p.fence.Handler(), Logger: logger.With("component", "api")})
-	if err != nil {
-		return nil, err
-	}
 	if cfg.TLS.Enabled {
 		if err := p.setUpTLS(); err != nil {
 			return nil, err
 		}
+		closers = append(closers, func() { _ = p.leaves.Close() })
+	}
+	apiCfg := api.Config{Store: st, Proxies: xs, Mesh: p.mesh, Token: token, Traces: p.traces,
+		Fencing: p.fence.Handler(), Logger: logger.With("component", "api")}
+	if p.rotator != nil {
+		apiCfg.CA = p.rotator
+	}
+	p.api, err = api.New(apiCfg)
+	if err != nil {
+		return nil, err
 	}
 	if p.xdsLis, err = net.Listen("tcp", cfg.XDS); err != nil {
 		return nil, fmt.Errorf("xds listener: %w", err)
@@ -322,6 +331,9 @@ func (p *Plane) Run(ctx context.Context) error {
 	cancel()
 	wg.Wait()
 	_ = p.traces.Close()
+	if p.leaves != nil {
+		_ = p.leaves.Close()
+	}
 	if err := p.store.Close(); err != nil && runErr == nil {
 		runErr = err
 	}

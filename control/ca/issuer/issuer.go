@@ -1,21 +1,29 @@
 // Package issuer serves the Identity gRPC service (control/identitypb) on
-// the control plane: it authenticates a sidecar by bootstrap token or by
-// the certificate it presented over mutual TLS, and signs its CSR with the
-// mesh CA.
+// the control plane: it authenticates a sidecar by bootstrap token, by
+// Kubernetes service-account token or by the certificate it presented over
+// mutual TLS, and signs its CSR with the mesh CA; and it keeps connected
+// sidecars' trust bundles current (WatchBundle, watch.go).
 //
-// Authorisation:
+// Authorisation of Sign:
 //
 //   - With a bootstrap token: the token's scope (service, namespace) is the
 //     identity signed. A single-use token is consumed only once the CSR
 //     has been checked, so a malformed CSR does not burn it.
+//   - With a service-account token (Config.ServiceAccounts set): the
+//     token's namespace and service account are the identity signed,
+//     spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICEACCOUNT.
 //   - Without a token: the caller's TLS client certificate, verified again
 //     here against the CA's current trust bundle (whatever the listener's
 //     TLS configuration did), and its SPIFFE ID is the identity renewed.
 //     An expired certificate cannot renew; the sidecar needs a token again.
 //
-// In both cases, a SPIFFE ID URI SAN in the CSR must equal the authorised
-// identity (PERMISSION_DENIED otherwise), and the CA ignores every other
-// name in the CSR.
+// In every case, a SPIFFE ID URI SAN in the CSR (the service the sidecar
+// claims to be) must equal the authorised identity (PERMISSION_DENIED
+// otherwise), and the CA ignores every other name in the CSR.
+//
+// Every issued leaf is recorded in the ledger (Config.Ledger) before it is
+// returned, with the leaf it replaces on a renewal, so a root rotation
+// knows which leaves of an old root are still in use.
 package issuer
 
 import (
@@ -34,6 +42,9 @@ import (
 
 	"github.com/causeway-mesh/causeway/control/ca"
 	"github.com/causeway-mesh/causeway/control/ca/bootstrap"
+	"github.com/causeway-mesh/causeway/control/ca/fleet"
+	"github.com/causeway-mesh/causeway/control/ca/k8stoken"
+	"github.com/causeway-mesh/causeway/control/ca/ledger"
 	"github.com/causeway-mesh/causeway/control/identity/spiffeid"
 	"github.com/causeway-mesh/causeway/control/identitypb"
 )
@@ -47,15 +58,41 @@ type Redeemer interface {
 	Redeem(token string) (bootstrap.Scope, error)
 }
 
+// ServiceAccountVerifier checks a Kubernetes service-account token and
+// returns its account (*k8stoken.Verifier). Refusals should wrap
+// k8stoken.ErrInvalid.
+type ServiceAccountVerifier interface {
+	Verify(token string) (k8stoken.Account, error)
+}
+
+// DefaultRenewWindow is Config.RenewWindow's default.
+const DefaultRenewWindow = 2 * time.Minute
+
 // Config configures a Server.
 type Config struct {
 	// CA signs the certificates. Required.
 	CA *ca.CA
 	// Tokens redeems bootstrap tokens. Required.
 	Tokens Redeemer
+	// ServiceAccounts verifies Kubernetes service-account tokens; nil
+	// refuses them.
+	ServiceAccounts ServiceAccountVerifier
+	// Ledger records every issued leaf; nil records nothing (a root
+	// rotation then waits for old leaves to expire before pruning).
+	Ledger *ledger.Ledger
+	// Fleet tracks the sidecars connected to WatchBundle; nil tracks none
+	// (the streams still work).
+	Fleet *fleet.Registry
 	// TTL is the lifetime of issued certificates; 0 means ca.DefaultTTL
 	// (24 h). It must not exceed the CA's MaxTTL.
 	TTL time.Duration
+	// RenewWindow is sent to sidecars with every bundle update: once a new
+	// root signs, each sidecar whose leaf it did not sign renews at a
+	// random moment within this window, which bounds the signing load on
+	// the control plane (a fleet of N sidecars makes N/RenewWindow
+	// requests a second). Zero means DefaultRenewWindow (2 min); it must
+	// not be negative.
+	RenewWindow time.Duration
 	// Log receives one line per issued or refused certificate; nil means
 	// slog.Default(). Tokens are never logged, only their ids.
 	Log *slog.Logger
@@ -64,10 +101,15 @@ type Config struct {
 // Server implements identitypb.IdentityServer.
 type Server struct {
 	identitypb.UnimplementedIdentityServer
-	ca     *ca.CA
-	tokens Redeemer
-	ttl    time.Duration
-	log    *slog.Logger
+	ca          *ca.CA
+	tokens      Redeemer
+	sa          ServiceAccountVerifier
+	ledger      *ledger.Ledger
+	fleet       *fleet.Registry
+	ttl         time.Duration
+	renewWindow time.Duration
+	log         *slog.Logger
+	now         func() time.Time
 }
 
 // New validates cfg and returns a Server.
@@ -85,12 +127,25 @@ func New(cfg Config) (*Server, error) {
 	if ttl < 0 || ttl > cfg.CA.MaxTTL() {
 		return nil, fmt.Errorf("issuer: TTL %v is outside (0, %v]", cfg.TTL, cfg.CA.MaxTTL())
 	}
+	if cfg.RenewWindow < 0 {
+		return nil, fmt.Errorf("issuer: renew window %v is negative", cfg.RenewWindow)
+	}
+	window := cfg.RenewWindow
+	if window == 0 {
+		window = DefaultRenewWindow
+	}
 	log := cfg.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{ca: cfg.CA, tokens: cfg.Tokens, ttl: ttl, log: log}, nil
+	return &Server{
+		ca: cfg.CA, tokens: cfg.Tokens, sa: cfg.ServiceAccounts, ledger: cfg.Ledger, fleet: cfg.Fleet,
+		ttl: ttl, renewWindow: window, log: log, now: time.Now,
+	}, nil
 }
+
+// TTL is the lifetime of the certificates the server issues.
+func (s *Server) TTL() time.Duration { return s.ttl }
 
 // Register registers s on a gRPC server (the control plane's xDS server,
 // which must use TLS: see ca.CA.ServerTLSConfig).
@@ -117,10 +172,12 @@ func (s *Server) Sign(ctx context.Context, req *identitypb.SignRequest) (*identi
 	}
 
 	var id spiffeid.ID
+	var replaces string // the serial of the leaf a renewal replaces
 	via := "renewal"
-	if tok := req.GetBootstrapToken(); tok != "" {
+	switch {
+	case req.GetBootstrapToken() != "":
 		via = "bootstrap token"
-		scope, err := s.tokens.Redeem(tok)
+		scope, err := s.tokens.Redeem(req.GetBootstrapToken())
 		if err != nil {
 			s.log.Warn("certificate refused", "reason", err, "peer", peerAddr(ctx))
 			return nil, status.Error(codes.Unauthenticated, "bootstrap token refused")
@@ -128,15 +185,34 @@ func (s *Server) Sign(ctx context.Context, req *identitypb.SignRequest) (*identi
 		if id, err = spiffeid.New(s.ca.TrustDomain(), scope.Namespace, scope.Service); err != nil {
 			return nil, status.Errorf(codes.Internal, "token scope: %v", err)
 		}
-	} else {
+	case req.GetServiceAccountToken() != "":
+		via = "service-account token"
+		if s.sa == nil {
+			s.log.Warn("certificate refused", "reason", "service-account tokens are not configured (--k8s-issuer, --k8s-jwks)", "peer", peerAddr(ctx))
+			return nil, status.Error(codes.Unauthenticated, "this control plane does not accept service-account tokens")
+		}
+		acct, err := s.sa.Verify(req.GetServiceAccountToken())
+		if err != nil {
+			s.log.Warn("certificate refused", "reason", err, "peer", peerAddr(ctx))
+			return nil, status.Error(codes.Unauthenticated, "service-account token refused")
+		}
+		if id, err = spiffeid.New(s.ca.TrustDomain(), acct.Namespace, acct.Name); err != nil {
+			s.log.Warn("certificate refused", "reason", err, "peer", peerAddr(ctx))
+			return nil, status.Errorf(codes.PermissionDenied, "service account %s/%s is not a mesh identity: %v", acct.Namespace, acct.Name, err)
+		}
+		if acct.Pod != "" {
+			via += " of pod " + acct.Namespace + "/" + acct.Pod
+		}
+	default:
 		chain := peerChain(ctx)
 		if len(chain) == 0 {
-			return nil, status.Error(codes.Unauthenticated, "a bootstrap token or a client certificate is required")
+			return nil, status.Error(codes.Unauthenticated, "a bootstrap token, a service-account token or a client certificate is required")
 		}
 		if id, err = s.ca.Verify(chain, x509.ExtKeyUsageClientAuth); err != nil {
 			s.log.Warn("certificate refused", "reason", err, "peer", peerAddr(ctx))
 			return nil, status.Errorf(codes.Unauthenticated, "client certificate refused: %v", err)
 		}
+		replaces = chain[0].SerialNumber.Text(16)
 	}
 	if !asked.IsZero() && asked != id {
 		s.log.Warn("certificate refused", "reason", "identity mismatch", "authorised", id, "asked", asked, "via", via, "peer", peerAddr(ctx))
@@ -151,8 +227,23 @@ func (s *Server) Sign(ctx context.Context, req *identitypb.SignRequest) (*identi
 		s.log.Error("certificate not signed", "id", id, "error", err)
 		return nil, status.Error(codes.Internal, "signing failed")
 	}
+	root, _ := s.ca.RootOf(chain)
+	if s.ledger != nil {
+		lf := ledger.Leaf{Serial: chain[0].SerialNumber.Text(16), ID: id.String(), NotAfter: chain[0].NotAfter}
+		if root != nil {
+			lf.Root = ca.Fingerprint(root)
+		}
+		if err := s.ledger.Record(lf, replaces); err != nil {
+			s.log.Error("certificate not recorded, so not issued", "id", id, "error", err)
+			return nil, status.Error(codes.Internal, "the certificate could not be recorded")
+		}
+	}
+	rootFP := ""
+	if root != nil {
+		rootFP = ca.Fingerprint(root)
+	}
 	s.log.Info("certificate issued", "id", id, "via", via, "serial", chain[0].SerialNumber.Text(16),
-		"notAfter", chain[0].NotAfter.UTC().Format(time.RFC3339), "peer", peerAddr(ctx))
+		"notAfter", chain[0].NotAfter.UTC().Format(time.RFC3339), "root", rootFP, "peer", peerAddr(ctx))
 	return &identitypb.SignResponse{
 		CertificateChainPem: ca.EncodeCertificates(chain),
 		TrustBundlePem:      s.ca.Bundle(),
