@@ -5,7 +5,7 @@ PKGS      := ./...
 # Packages whose code runs concurrently: always tested under the race detector.
 RACE_PKGS := ./proxy/... ./cmd/... ./discovery/... ./control/... ./resilience/... ./tracing/...
 
-.PHONY: all build test race lint bench demo h2spec fuzz clean images demo-compose demo-compose-down test-containers test-netns
+.PHONY: all build test race lint bench demo h2spec fuzz fuzz-seeds clean images demo-compose demo-compose-down test-containers test-netns
 
 all: build
 
@@ -31,7 +31,10 @@ lint:
 h2spec:
 	$(GO) test -count=1 -run TestH2Spec -v ./proxy/
 
-## fuzz: each fuzz target for a bounded time.
+## fuzz: each fuzz target for a bounded time. Seed inputs live in each
+## package's testdata/fuzz/<target>/ (go test replays them as regression
+## cases; a crasher a run finds is written there by go test itself); new
+## interesting inputs go to Go's fuzz cache only: see fuzz-seeds.
 FUZZTIME ?= 20s
 # Every parser the sidecar owns that reads what a peer or client sends.
 FUZZ_TARGETS := FuzzTracker:./proxy/h1guard/ FuzzParseLamport:./tracing/clock/ FuzzParseVector:./tracing/clock/ \
@@ -42,6 +45,21 @@ fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t%%:*} ($(FUZZTIME))"; \
 		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) "$${t#*:}" || exit 1; \
+	done
+
+## fuzz-seeds: after make fuzz, copy inputs it found from Go's fuzz cache
+## into each target's testdata/fuzz/<target>/, up to FUZZSEEDS files there.
+FUZZSEEDS ?= 30
+fuzz-seeds:
+	@cache=$$($(GO) env GOCACHE)/fuzz; for t in $(FUZZ_TARGETS); do \
+		name=$${t%%:*}; pkg=$${t#*:}; \
+		src=$$cache/$$($(GO) list "$$pkg")/$$name; dst=$${pkg%/}/testdata/fuzz/$$name; \
+		[ -d "$$src" ] || continue; mkdir -p "$$dst"; \
+		for f in "$$src"/*; do \
+			[ "$$(ls "$$dst" | wc -l)" -ge $(FUZZSEEDS) ] && break; \
+			cp -n "$$f" "$$dst/"; \
+		done; \
+		echo "$$dst: $$(ls "$$dst" | wc -l) seeds"; \
 	done
 
 ## bench: the load benchmark (direct, sidecar, mesh hop, nginx, HAProxy); see bench/README.md.

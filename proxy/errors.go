@@ -66,6 +66,15 @@ var (
 	// ErrStaleEpoch refuses a write admitted under an epoch older than the
 	// newest this sidecar knows: the caller has not heard of a split yet.
 	ErrStaleEpoch = &Error{Status: 409, Code: "stale_epoch", GRPC: codes.Aborted}
+	// ErrBodyTimeout answers a request whose body stalled for
+	// limits.bodyIdleTimeout or arrived below limits.minBodyRate; the
+	// upstream request was aborted before the body's end.
+	ErrBodyTimeout = &Error{Status: 408, Code: "body_timeout", GRPC: codes.DeadlineExceeded, Close: true}
+	// ErrBodyTooLarge answers a request whose body is over the cap
+	// (limits.maxRequestBodyBytes, or the target service's): declared,
+	// before anything is forwarded; streamed, with the upstream request
+	// aborted at the cap.
+	ErrBodyTooLarge = &Error{Status: 413, Code: "body_too_large", GRPC: codes.ResourceExhausted, Close: true}
 )
 
 // classify turns a forwarding error into the response to give. It returns
@@ -74,6 +83,11 @@ func classify(r *http.Request, err error, bodyErr error) *Error {
 	var me *Error
 	switch {
 	case errors.As(err, &me):
+		return me
+	case errors.As(bodyErr, &me):
+		// The proxy cut the client's body off itself (bodyguard.go: too
+		// slow, too large). The transport may report the cancelled
+		// context instead: net/http cancels it on a connection read error.
 		return me
 	case bodyErr != nil || h1guard.IsRequestError(err):
 		// The client's body was malformed or cut short: its fault, and the

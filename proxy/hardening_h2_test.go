@@ -557,6 +557,38 @@ func pingFlood(c *hardH2Conn, _ int) {
 	}
 }
 
+// emptyDataFlood opens one stream whose body never ends and sends DATA
+// frames with no payload and no END_STREAM on it (CVE-2019-9518).
+func emptyDataFlood(c *hardH2Conn, _ int) {
+	var buf bytes.Buffer
+	block := hardRequestBlock(hpack.NewEncoder(&buf), &buf, "/empty-data")
+	if !c.wrote(c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block, EndHeaders: true})) {
+		return
+	}
+	for c.attacking() && c.wrote(c.fr.WriteData(1, false, nil)) {
+	}
+}
+
+// emptyContinuationFlood sends a HEADERS frame without END_HEADERS, then
+// CONTINUATION frames with no payload: the header block never grows, so
+// the header-size bound never trips.
+func emptyContinuationFlood(c *hardH2Conn, _ int) {
+	var buf bytes.Buffer
+	block := hardRequestBlock(hpack.NewEncoder(&buf), &buf, "/empty-continuation")
+	if !c.wrote(c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block, EndStream: true})) {
+		return
+	}
+	for c.attacking() && c.wrote(c.fr.WriteContinuation(1, false, nil)) {
+	}
+}
+
+// windowUpdateFlood sends connection-level WINDOW_UPDATE frames of
+// increment 1, legal until the window would pass 2^31-1.
+func windowUpdateFlood(c *hardH2Conn, _ int) {
+	for c.attacking() && c.wrote(c.fr.WriteWindowUpdate(0, 1)) {
+	}
+}
+
 // TestHardeningH2Abuse runs each HTTP/2 attack against the inbound
 // listener of a sidecar while a well-behaved h2c client calls through the
 // same listener at 50 requests per second.
@@ -572,6 +604,14 @@ func TestHardeningH2Abuse(t *testing.T) {
 		// B4: control-frame floods from a client that never reads.
 		{name: "SETTINGS flood", conns: 1, heapLimit: 128 << 20, run: settingsFlood},
 		{name: "PING flood", conns: 1, heapLimit: 128 << 20, run: pingFlood},
+		// B4, further floods x/net/http2 does not bound by itself (see
+		// framewatch.go): control frames from a client that reads every
+		// answer, frames with an empty payload, WINDOW_UPDATE frames.
+		{name: "PING flood reading the ACKs", conns: 1, read: true, heapLimit: 128 << 20, run: pingFlood},
+		{name: "SETTINGS flood reading the ACKs", conns: 1, read: true, heapLimit: 128 << 20, run: settingsFlood},
+		{name: "empty DATA flood", conns: 1, read: true, heapLimit: 128 << 20, appLimit: 1, run: emptyDataFlood},
+		{name: "empty CONTINUATION flood", conns: 1, read: true, heapLimit: 128 << 20, run: emptyContinuationFlood},
+		{name: "WINDOW_UPDATE flood", conns: 1, read: true, heapLimit: 128 << 20, run: windowUpdateFlood},
 	}
 	for _, a := range attacks {
 		t.Run(a.name, func(t *testing.T) {
@@ -645,6 +685,50 @@ func TestHardeningH2Abuse(t *testing.T) {
 			res.check(t, 25)
 			t.Logf("%s: abusers settled within %v; app received %d attack requests; client %s; %s",
 				a.name, worst.Round(time.Millisecond), app.other.Load(), res, mem)
+		})
+	}
+}
+
+// TestHardeningH2ReceiveWindow (B6): what a client can make the sidecar
+// buffer for it over HTTP/2 is bounded by the windows it advertises: 64 KiB
+// per stream (SETTINGS_INITIAL_WINDOW_SIZE) and 1 MiB per connection (the
+// initial 64 KiB plus a WINDOW_UPDATE on stream 0), on both listeners.
+func TestHardeningH2ReceiveWindow(t *testing.T) {
+	m := startMesh(t, "echo", startApp(t, newHardApp()), config.ProtocolHTTP1)
+	for name, addr := range map[string]string{"inbound": m.server.addr("inbound"), "outbound": m.client.addr("outbound")} {
+		t.Run(name, func(t *testing.T) {
+			c := dialHardH2(t, addr, false)
+			streamWin, connWin := uint32(65535), uint32(65535) // RFC 9113 defaults until told otherwise
+			deadline := time.Now().Add(5 * time.Second)
+			_ = c.c.SetReadDeadline(deadline)
+			for sawSettings, sawUpdate := false, false; !sawSettings || !sawUpdate; {
+				f, err := c.fr.ReadFrame()
+				if err != nil {
+					t.Fatalf("reading the server's first frames: %v", err)
+				}
+				switch f := f.(type) {
+				case *http2.SettingsFrame:
+					if f.IsAck() {
+						continue
+					}
+					sawSettings = true
+					if v, ok := f.Value(http2.SettingInitialWindowSize); ok {
+						streamWin = v
+					}
+				case *http2.WindowUpdateFrame:
+					if f.StreamID == 0 {
+						sawUpdate = true
+						connWin += f.Increment
+					}
+				}
+			}
+			t.Logf("%s: stream receive window %d bytes, connection receive window %d bytes", name, streamWin, connWin)
+			if streamWin != 64<<10 {
+				t.Errorf("stream receive window: got %d, want %d (64 KiB)", streamWin, 64<<10)
+			}
+			if connWin != 1<<20 {
+				t.Errorf("connection receive window: got %d, want %d (1 MiB)", connWin, 1<<20)
+			}
 		})
 	}
 }

@@ -89,12 +89,15 @@ func newHTTPListener(ln net.Listener, h http.Handler, o listenerOptions, m *metr
 			}
 		},
 	}
+	// HTTP/2 receive windows bound what a client can make the sidecar
+	// buffer: 64 KiB per stream (HARDENING.md, Defaults to ship), 1 MiB
+	// per connection; a stream's body is read on as the upstream takes it.
 	l.h2 = &http2.Server{
 		MaxConcurrentStreams:         o.maxStreams,
 		MaxReadFrameSize:             16 << 10,
 		IdleTimeout:                  o.idleTimeout,
 		MaxUploadBufferPerConnection: 1 << 20,
-		MaxUploadBufferPerStream:     256 << 10,
+		MaxUploadBufferPerStream:     64 << 10,
 	}
 	// Registers GOAWAY on h1.Shutdown for the HTTP/2 connections.
 	_ = http2.ConfigureServer(l.h1, l.h2)
@@ -170,7 +173,7 @@ func (l *httpListener) dispatch(c net.Conn) {
 // serveH2 serves an HTTP/2 connection until it ends. peer is the caller's
 // verified SPIFFE ID on a mutual-TLS connection, else "".
 func (l *httpListener) serveH2(c net.Conn, peer string) {
-	c = newFrameWatch(c, l.m)
+	c = newFrameWatch(c, l.m, l.name)
 	l.h2mu.Lock()
 	if l.h2conns == nil { // shutting down
 		l.h2mu.Unlock()

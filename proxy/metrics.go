@@ -38,6 +38,7 @@ type metrics struct {
 	faults             *prometheus.CounterVec // destination_service, kind
 	rateLimited        prometheus.Counter
 	authzDenied        *prometheus.CounterVec // reason: denied, bad_path
+	bodyAborts         *prometheus.CounterVec // direction, reason: body_idle, body_slow, body_too_large, slow_reader
 
 	sources labelSet // inbound source_service values seen
 }
@@ -113,11 +114,14 @@ func newMetrics() *metrics {
 		authzDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mesh_authz_denied_total", Help: "Inbound requests refused by the service's AuthorizationPolicy (denied) or for a path that cannot be normalized (bad_path).",
 		}, []string{"reason"}),
+		bodyAborts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mesh_body_aborts_total", Help: "Requests cut off by the body guard: request body stalled (body_idle) or too slow (body_slow), over the size cap (body_too_large), or a response the client stopped reading (slow_reader).",
+		}, []string{"direction", "reason"}),
 		sources: labelSet{max: 256},
 	}
 	reg.MustRegister(m.requests, m.duration, m.errors, m.rejected, m.active, m.accepted,
 		m.upConns, m.upDials, m.h2Resets, m.tcpActive, m.reloads, m.fencedWrites, m.clockErrors,
-		m.attempts, m.retryDecisions, m.budgetExhausted, m.breakerTransitions, m.ejections, m.faults, m.rateLimited, m.authzDenied)
+		m.attempts, m.retryDecisions, m.budgetExhausted, m.breakerTransitions, m.ejections, m.faults, m.rateLimited, m.authzDenied, m.bodyAborts)
 	return m
 }
 

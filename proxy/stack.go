@@ -25,6 +25,10 @@ func (s *Sidecar) outboundStack() http.Handler {
 	//    Its transport runs the attempts (resilient.go): timeouts, budgeted
 	//    retries, breakers, outlier detection, concurrency limits.
 	h = s.forwardOutbound(ew)
+	// 7½. Bodies (bodyguard.go): the request body's idle timeout, minimum
+	//     rate and size cap (the target service's), the response's write
+	//     timeout; below route, which names the target.
+	h = s.guardBodies(ew, "outbound", h)
 	// 7. Trace: client span (joining the app's trace) and this node's
 	//    logical clocks stamped on the request; the responder's clocks are
 	//    merged from the response (forwardOutbound).
@@ -60,6 +64,8 @@ func (s *Sidecar) inboundStack() http.Handler {
 	//    keep-alive pool, or h2c for h2c and gRPC apps). The app's own
 	//    x-mesh-error is dropped from its responses: only the mesh sets it.
 	h = s.forwardInbound(ew)
+	// 7½. Bodies: as outbound, with this sidecar's own cap.
+	h = s.guardBodies(ew, "inbound", h)
 	// 7. Fence: writes are refused while this sidecar is fenced, and
 	//    writes admitted under an epoch older than the newest known are
 	//    refused as stale; nothing refused reaches the app.

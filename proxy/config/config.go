@@ -188,6 +188,10 @@ type Upstream struct {
 	// first match wins (the control plane's HTTPRoutes, when present,
 	// replace them).
 	Routes []Route `json:"routes,omitempty"`
+	// MaxRequestBodyBytes caps the request bodies the local app sends to
+	// this service (outbound), replacing limits.maxRequestBodyBytes for
+	// them. 0, the default, means the sidecar's limit applies.
+	MaxRequestBodyBytes int64 `json:"maxRequestBodyBytes,omitempty"`
 }
 
 // Route is a part of a service's traffic with its own resilience
@@ -296,6 +300,37 @@ type Limits struct {
 	AppMaxConns int `json:"appMaxConns"`
 	// ConnectTimeout bounds dialing an upstream. Default 5s.
 	ConnectTimeout Duration `json:"connectTimeout"`
+
+	// MaxRequestBodyBytes caps a request body on both listeners. A
+	// request declaring a larger Content-Length is answered 413 before
+	// anything is forwarded; a streamed body that crosses the cap is cut
+	// off there: the upstream request is aborted (the upstream has seen at
+	// most the cap, never a complete request) and the client gets 413 if
+	// no response has started. gRPC callers get RESOURCE_EXHAUSTED
+	// instead. 0, the default, means no cap: the mesh streams bodies of
+	// any size. upstreams.NAME.maxRequestBodyBytes overrides it for calls
+	// to one service.
+	MaxRequestBodyBytes int64 `json:"maxRequestBodyBytes"`
+	// BodyIdleTimeout aborts a request whose body makes no progress for
+	// this long while the sidecar waits for it (the upstream request is
+	// cancelled; 408 if no response has started; the HTTP/1 connection
+	// is closed, the HTTP/2 stream reset), and a response the client
+	// stops reading for this long (one write blocked this long: the
+	// stream is reset or the connection closed, and the upstream request
+	// cancelled). For gRPC the request side stops applying once the
+	// response has started (a streaming call the server accepted). It
+	// counts only time spent waiting for the client, never time the
+	// upstream takes. Default 30s.
+	BodyIdleTimeout Duration `json:"bodyIdleTimeout"`
+	// MinBodyRate is the slowest a request body may arrive, in bytes per
+	// second, averaged over each MinBodyRateWindow of time spent waiting
+	// for it; the first window is the grace. Slower: aborted as for
+	// BodyIdleTimeout. gRPC bodies are exempt (their messages may be
+	// legitimately sparse). 0 turns the check off. Default 1024.
+	MinBodyRate int64 `json:"minBodyRate"`
+	// MinBodyRateWindow is the window MinBodyRate is averaged over.
+	// Default 10s.
+	MinBodyRateWindow Duration `json:"minBodyRateWindow"`
 }
 
 // Drain controls what happens on SIGTERM or POST /quitquitquit.
@@ -338,6 +373,9 @@ func Default() Config {
 			MaxConnections:       4096,
 			AppMaxIdleConns:      256,
 			ConnectTimeout:       Duration{5 * time.Second},
+			BodyIdleTimeout:      Duration{30 * time.Second},
+			MinBodyRate:          1024,
+			MinBodyRateWindow:    Duration{10 * time.Second},
 		},
 		Gossip: Gossip{
 			Bind:              "0.0.0.0:7946",
@@ -454,6 +492,9 @@ func (c *Config) Validate() error {
 		if u.LoadBalancer != "" && !slices.Contains(LBPolicies, u.LoadBalancer) {
 			v.add(p+".loadBalancer", "%q: want one of %v", u.LoadBalancer, LBPolicies)
 		}
+		if u.MaxRequestBodyBytes < 0 {
+			v.add(p+".maxRequestBodyBytes", "must not be negative (0 means limits.maxRequestBodyBytes applies)")
+		}
 	}
 	for i, r := range c.TCPOutbound {
 		p := fmt.Sprintf("tcpOutbound[%d]", i)
@@ -541,6 +582,18 @@ func (c *Config) Validate() error {
 	if l.ConnectTimeout.Duration <= 0 {
 		v.add("limits.connectTimeout", "must be positive")
 	}
+	if l.MaxRequestBodyBytes < 0 {
+		v.add("limits.maxRequestBodyBytes", "must not be negative (0 means no cap)")
+	}
+	if l.BodyIdleTimeout.Duration <= 0 {
+		v.add("limits.bodyIdleTimeout", "must be positive")
+	}
+	if l.MinBodyRate < 0 || l.MinBodyRate > 1<<30 {
+		v.add("limits.minBodyRate", "%d: want 0..1073741824 bytes per second (0 turns the check off)", l.MinBodyRate)
+	}
+	if l.MinBodyRate > 0 && l.MinBodyRateWindow.Duration <= 0 {
+		v.add("limits.minBodyRateWindow", "must be positive while limits.minBodyRate is set")
+	}
 	if c.Drain.Period.Duration < 0 {
 		v.add("drain.period", "must not be negative")
 	}
@@ -557,6 +610,16 @@ func (c *Config) Validate() error {
 		return nil
 	}
 	return v.errs
+}
+
+// MaxRequestBodyFor is the request-body cap for calls to service name
+// (outbound): the service's own, else limits.maxRequestBodyBytes; 0 means
+// no cap.
+func (c *Config) MaxRequestBodyFor(name string) int64 {
+	if u, ok := c.Upstreams[name]; ok && u.MaxRequestBodyBytes > 0 {
+		return u.MaxRequestBodyBytes
+	}
+	return c.Limits.MaxRequestBodyBytes
 }
 
 // EffectiveLB is the policy that applies to service name.

@@ -94,6 +94,9 @@ func TestValidate(t *testing.T) {
 		{"upstream loadBalancer unknown", func(c *Config) {
 			c.Upstreams["payments"] = Upstream{Endpoints: []string{"h:1"}, LoadBalancer: "least-conn"}
 		}, []string{"upstreams.payments.loadBalancer"}},
+		{"upstream maxRequestBodyBytes negative", func(c *Config) {
+			c.Upstreams["payments"] = Upstream{Endpoints: []string{"h:1"}, MaxRequestBodyBytes: -1}
+		}, []string{"upstreams.payments.maxRequestBodyBytes"}},
 		{"tcpOutbound listen invalid", func(c *Config) { c.TCPOutbound[0].Listen = "5432" }, []string{"tcpOutbound[0].listen"}},
 		{"tcpOutbound listen missing", func(c *Config) { c.TCPOutbound[1].Listen = "" }, []string{"tcpOutbound[1].listen"}},
 		{"tcpOutbound service invalid", func(c *Config) { c.TCPOutbound[1].Service = "Redis" }, []string{"tcpOutbound[1].service"}},
@@ -114,6 +117,13 @@ func TestValidate(t *testing.T) {
 		{"limits.appMaxConns negative", func(c *Config) { c.Limits.AppMaxConns = -1 }, []string{"limits.appMaxConns"}},
 		{"limits.appMaxConns zero means no cap", func(c *Config) { c.Limits.AppMaxConns = 0 }, nil},
 		{"limits.connectTimeout zero", func(c *Config) { c.Limits.ConnectTimeout.Duration = 0 }, []string{"limits.connectTimeout"}},
+		{"limits.maxRequestBodyBytes negative", func(c *Config) { c.Limits.MaxRequestBodyBytes = -1 }, []string{"limits.maxRequestBodyBytes"}},
+		{"limits.maxRequestBodyBytes zero means no cap", func(c *Config) { c.Limits.MaxRequestBodyBytes = 0 }, nil},
+		{"limits.bodyIdleTimeout zero", func(c *Config) { c.Limits.BodyIdleTimeout.Duration = 0 }, []string{"limits.bodyIdleTimeout"}},
+		{"limits.minBodyRate negative", func(c *Config) { c.Limits.MinBodyRate = -1 }, []string{"limits.minBodyRate"}},
+		{"limits.minBodyRate too large", func(c *Config) { c.Limits.MinBodyRate = 1<<30 + 1 }, []string{"limits.minBodyRate"}},
+		{"limits.minBodyRate zero turns it off", func(c *Config) { c.Limits.MinBodyRate = 0; c.Limits.MinBodyRateWindow.Duration = 0 }, nil},
+		{"limits.minBodyRateWindow zero", func(c *Config) { c.Limits.MinBodyRateWindow.Duration = 0 }, []string{"limits.minBodyRateWindow"}},
 		{"drain.period negative", func(c *Config) { c.Drain.Period.Duration = -1 }, []string{"drain.period"}},
 		{"drain.period zero", func(c *Config) { c.Drain.Period.Duration = 0 }, nil},
 		{"drain.timeout zero", func(c *Config) { c.Drain.Timeout.Duration = 0 }, []string{"drain.timeout"}},
@@ -221,14 +231,16 @@ func TestDecodeGoodFile(t *testing.T) {
 		LoadBalancer: LBRoundRobin,
 		Upstreams: map[string]Upstream{
 			"inventory": {Endpoints: []string{"10.0.0.1:15006", "10.0.0.2:15006"}},
-			"payments":  {Endpoints: []string{"10.0.1.1:15006"}, LoadBalancer: LBPeakEWMA},
+			"payments":  {Endpoints: []string{"10.0.1.1:15006"}, LoadBalancer: LBPeakEWMA, MaxRequestBodyBytes: 16 << 20},
 		},
 		TCPOutbound: []TCPRoute{{Listen: "127.0.0.1:5432", Service: "postgres"}},
 		Limits: Limits{
 			MaxHeaderBytes: 32768, MaxHeaderCount: 50,
 			ReadHeaderTimeout: Duration{5 * time.Second}, IdleTimeout: Duration{90 * time.Second},
 			MaxConcurrentStreams: 200, MaxConnections: 1000, AppMaxIdleConns: 64, AppMaxConns: 512,
-			ConnectTimeout: Duration{2 * time.Second},
+			ConnectTimeout:      Duration{2 * time.Second},
+			MaxRequestBodyBytes: 4 << 20, BodyIdleTimeout: Duration{20 * time.Second},
+			MinBodyRate: 2048, MinBodyRateWindow: Duration{5 * time.Second},
 		},
 		Drain:  Drain{Period: Duration{3 * time.Second}, Timeout: Duration{20 * time.Second}},
 		Log:    Log{Level: "debug", Format: "json"},
@@ -798,5 +810,31 @@ func TestExampleConfigIsValid(t *testing.T) {
 	}
 	if !c.Gossip.Enabled() || len(c.Gossip.Join) != 1 || len(c.Upstreams) != 2 {
 		t.Errorf("example decoded to gossip %+v, upstreams %v; want gossip on with one seed and two static upstreams", c.Gossip, c.Upstreams)
+	}
+}
+
+// TestBodyLimitDefaults pins the documented body defaults: no cap (the
+// mesh streams bodies of any size), 30 s idle, 1 KiB/s over 10 s windows.
+func TestBodyLimitDefaults(t *testing.T) {
+	l := Default().Limits
+	if l.MaxRequestBodyBytes != 0 || l.BodyIdleTimeout.Duration != 30*time.Second ||
+		l.MinBodyRate != 1024 || l.MinBodyRateWindow.Duration != 10*time.Second {
+		t.Errorf("body defaults: got cap %d, idle %v, rate %d B/s over %v; want 0, 30s, 1024 B/s over 10s",
+			l.MaxRequestBodyBytes, l.BodyIdleTimeout, l.MinBodyRate, l.MinBodyRateWindow)
+	}
+}
+
+func TestMaxRequestBodyFor(t *testing.T) {
+	c := valid()
+	c.Limits.MaxRequestBodyBytes = 4 << 20
+	c.Upstreams["payments"] = Upstream{Endpoints: []string{"h:1"}, MaxRequestBodyBytes: 64 << 20}
+	for name, want := range map[string]int64{"payments": 64 << 20, "inventory": 4 << 20, "unknown": 4 << 20} {
+		if got := c.MaxRequestBodyFor(name); got != want {
+			t.Errorf("MaxRequestBodyFor(%q) = %d, want %d", name, got, want)
+		}
+	}
+	c.Limits.MaxRequestBodyBytes = 0
+	if got := c.MaxRequestBodyFor("inventory"); got != 0 {
+		t.Errorf("MaxRequestBodyFor without any cap = %d, want 0 (none)", got)
 	}
 }
