@@ -52,7 +52,8 @@ func NewIdentityManager(cfg *config.Config, env func(string) (string, bool), log
 	m, err := identity.New(identity.Config{
 		ControlPlane: cfg.ControlPlane, TrustDomain: td, Service: cfg.Service,
 		Namespace: cfg.MTLS.Namespace, Token: strings.TrimSpace(token), Anchor: anchor,
-		Log: log.With("component", "identity"),
+		ServiceAccountTokenFile: cfg.MTLS.K8sTokenFile,
+		Log:                     log.With("component", "identity"),
 	})
 	if err != nil {
 		return nil, 0, err

@@ -252,6 +252,11 @@ type MTLS struct {
 	Namespace string `json:"namespace,omitempty"`
 	// TokenFile holds the bootstrap token (or MESH_BOOTSTRAP_TOKEN).
 	TokenFile string `json:"tokenFile,omitempty"`
+	// K8sTokenFile is a Kubernetes projected service-account token (audience
+	// "causeway"), sent in place of a bootstrap token when none is given and
+	// read again at every use. Empty: /var/run/secrets/causeway/token when
+	// that file exists.
+	K8sTokenFile string `json:"k8sTokenFile,omitempty"`
 	// CABundle is a PEM file of the mesh's root(s), to trust the control
 	// plane at bootstrap; or give CAPin instead.
 	CABundle string `json:"caBundle,omitempty"`

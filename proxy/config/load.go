@@ -282,6 +282,7 @@ func newFlagSet(cfg *Config, file *string, out io.Writer) *pflag.FlagSet {
 	fs.StringVar(&cfg.MTLS.Mode, "mtls", cfg.MTLS.Mode, "mutual TLS between sidecars: off, permissive or strict (certificates from the control plane)")
 	fs.StringVar(&cfg.MTLS.TrustDomain, "trust-domain", cfg.MTLS.TrustDomain, "the mesh's SPIFFE trust domain (default causeway.local)")
 	fs.StringVar(&cfg.MTLS.TokenFile, "bootstrap-token-file", cfg.MTLS.TokenFile, "file holding the bootstrap token (or MESH_BOOTSTRAP_TOKEN)")
+	fs.StringVar(&cfg.MTLS.K8sTokenFile, "k8s-token-file", cfg.MTLS.K8sTokenFile, "Kubernetes service-account token file (audience causeway) used instead of a bootstrap token; default /var/run/secrets/causeway/token when present")
 	fs.StringVar(&cfg.MTLS.CABundle, "ca-bundle", cfg.MTLS.CABundle, "PEM file of the mesh's root(s), to trust the control plane")
 	fs.StringVar(&cfg.MTLS.CAPin, "ca-pin", cfg.MTLS.CAPin, "the control plane's root key hash, sha256:<hex>")
 	fs.StringVar(&cfg.Zone, "zone", cfg.Zone, "locality advertised with this instance")
