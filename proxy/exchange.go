@@ -31,6 +31,10 @@ type exchange struct {
 	policy   resilience.Policy // resilience settings of the target service and route
 	span     tracing.Span      // the outbound client span (retries are its events)
 	body     *recordingBody
+
+	// bodyLeft is the number of bytes of a proxied response with a
+	// Content-Length still to be written, -1 when unknown or not proxied.
+	bodyLeft int64
 }
 
 type exchangeKey struct{}
@@ -53,7 +57,21 @@ func (ex *exchange) Write(p []byte) (int, error) {
 	if ex.status == 0 {
 		ex.status = http.StatusOK
 	}
-	return ex.ResponseWriter.Write(p)
+	n, err := ex.ResponseWriter.Write(p)
+	if ex.bodyLeft > 0 && err == nil {
+		if ex.bodyLeft -= int64(n); ex.bodyLeft > 0 {
+			ex.Flush() // part of the body: the client gets it now
+		}
+	}
+	return n, err
+}
+
+// expectBody records the length of the upstream response about to be
+// copied, for Write's flushing (ReverseProxy's FlushInterval is 0).
+func (ex *exchange) expectBody(resp *http.Response) {
+	if resp.Request.Method != http.MethodHead {
+		ex.bodyLeft = resp.ContentLength
+	}
 }
 
 // Flush keeps streaming responses (SSE, gRPC) flowing through the wrapper.

@@ -17,6 +17,7 @@ type metrics struct {
 
 	requests  *prometheus.CounterVec   // direction, source_service, destination_service, status_class
 	duration  *prometheus.HistogramVec // same labels
+	series    sync.Map                 // seriesKey → *requestSeries
 	errors    *prometheus.CounterVec   // direction, code: responses the proxy generated
 	rejected  *prometheus.CounterVec   // listener, reason: malformed requests refused
 	active    *prometheus.GaugeVec     // listener: open downstream connections
@@ -127,9 +128,28 @@ func newMetrics() *metrics {
 
 // observe records one finished request.
 func (m *metrics) observe(direction, src, dst string, status int, elapsed time.Duration) {
-	class := statusClass(status)
-	m.requests.WithLabelValues(direction, src, dst, class).Inc()
-	m.duration.WithLabelValues(direction, src, dst, class).Observe(elapsed.Seconds())
+	k := seriesKey{direction, src, dst, statusClass(status)}
+	v, ok := m.series.Load(k)
+	if !ok {
+		v, _ = m.series.LoadOrStore(k, &requestSeries{
+			count:    m.requests.WithLabelValues(k.direction, k.src, k.dst, k.class),
+			duration: m.duration.WithLabelValues(k.direction, k.src, k.dst, k.class),
+		})
+	}
+	rs := v.(*requestSeries)
+	rs.count.Inc()
+	rs.duration.Observe(elapsed.Seconds())
+}
+
+// seriesKey names one series of the request metrics. Its values are
+// bounded (service names go through labelSet), so the cache of series is.
+type seriesKey struct{ direction, src, dst, class string }
+
+// requestSeries are the request count and duration of one seriesKey,
+// resolved once: a label lookup hashes every value on each call.
+type requestSeries struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
 }
 
 var classes = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}

@@ -885,6 +885,15 @@ func TestResilienceDeadlines(t *testing.T) {
 		case "/res.Deadlines/Stall":
 			grpcCancelled <- resStallUntilDone(r.Context())
 			return
+		case "/res.Deadlines/StallStreaming":
+			// Headers and a first message, then silence: the stream outlives
+			// its deadline after the response began.
+			w.Header().Set("Content-Type", "application/grpc")
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write(make([]byte, 5))
+			http.NewResponseController(w).Flush()
+			grpcCancelled <- resStallUntilDone(r.Context())
+			return
 		}
 		w.Header().Set("Content-Type", "application/grpc")
 		w.Header().Set("Grpc-Status", "0")
@@ -944,6 +953,20 @@ func TestResilienceDeadlines(t *testing.T) {
 		}
 		if !<-grpcCancelled {
 			t.Error("the app's stalled request was never cancelled")
+		}
+	})
+
+	t.Run("a gRPC stream past its deadline ends with DEADLINE_EXCEEDED trailers", func(t *testing.T) {
+		resp, st, err := resGRPCCall(ctx, out, "deadlines", "/res.Deadlines/StallStreaming", "300m")
+		if err != nil {
+			t.Fatalf("got %v: the stream was reset instead of ended with trailers", err)
+		}
+		if resp.StatusCode != 200 || st != "4" || resp.Trailer.Get(HeaderError) != "timeout" {
+			t.Errorf("got HTTP %d grpc-status %q x-mesh-error trailer %q; want DEADLINE_EXCEEDED (4) with timeout in the trailers",
+				resp.StatusCode, st, resp.Trailer.Get(HeaderError))
+		}
+		if !<-grpcCancelled {
+			t.Error("the app's stalled stream was never cancelled")
 		}
 	})
 

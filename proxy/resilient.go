@@ -326,52 +326,57 @@ func (t *resilientTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 			}
 			return nil, err
 		}
-		out := r
+		// The attempt's context: the request's, plus a per-try deadline
+		// that cancels only this attempt when one applies.
+		actx, acancel := ctx, context.CancelCauseFunc(func(error) {})
+		var perTry *time.Timer
+		if td := pol.Timeouts.TryDeadline(time.Now(), deadline); !td.IsZero() && (deadline.IsZero() || td.Before(deadline)) {
+			actx, acancel = context.WithCancelCause(ctx)
+			perTry = time.AfterFunc(time.Until(td), func() { acancel(causePerTry) })
+		}
+		// Pending: from the start of the attempt until it has a connection
+		// (or stream) to be sent on; over the limit, fail fast.
+		releasePending, perr := up.limits.AcquirePending()
+		abandon := func() { // the attempt ends before it is sent
+			done(notJudged)
+			if perTry != nil {
+				perTry.Stop()
+			}
+			acancel(nil)
+			finish()
+			fin.done()
+		}
+		if perr != nil {
+			abandon()
+			return nil, ErrOverflow.with(perr)
+		}
+		actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
+			GotConn: func(httptrace.GotConnInfo) { releasePending() },
+		})
+		var out *http.Request
 		if attempt > 1 {
-			out = r.Clone(ctx) // fresh header map: the previous try's may still be read
+			out = r.Clone(actx) // fresh header map: the previous try's may still be read
 		} else {
-			out = r.WithContext(ctx)
+			out = r.WithContext(actx)
 		}
 		u := *r.URL
 		u.Host = ep.Addr
 		out.URL = &u
 		out.Header[HeaderAttempt] = []string{strconv.Itoa(attempt)}
 		if grpc && !deadline.IsZero() && !resilience.SetGRPCTimeout(out.Header, time.Now(), deadline) {
-			done(notJudged)
-			finish()
-			fin.done()
+			releasePending()
+			abandon()
 			return nil, ErrTimeout.with(causeOverall)
 		}
 		if body != nil {
 			view, ok := body.NewAttempt()
 			if !ok { // cannot happen after Decide checked Replayable; be safe
-				done(notJudged)
-				finish()
-				fin.done()
+				releasePending()
+				abandon()
 				return lastResp, lastErr
 			}
 			out.Body = view
 		}
-		// Per-try deadline: cancels only this attempt.
-		actx, acancel := context.WithCancelCause(ctx)
-		out = out.WithContext(actx)
-		var perTry *time.Timer
-		if td := pol.Timeouts.TryDeadline(time.Now(), deadline); !td.IsZero() && (deadline.IsZero() || td.Before(deadline)) {
-			perTry = time.AfterFunc(time.Until(td), func() { acancel(causePerTry) })
-		}
-		// Pending: from the start of the attempt until it has a connection
-		// (or stream) to be sent on; over the limit, fail fast.
-		releasePending, perr := up.limits.AcquirePending()
-		if perr != nil {
-			done(notJudged)
-			acancel(nil)
-			finish()
-			fin.done()
-			return nil, ErrOverflow.with(perr)
-		}
-		out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{
-			GotConn: func(httptrace.GotConnInfo) { releasePending() },
-		}))
 		stop := ep.Start()
 		resp, err := t.next.RoundTrip(out)
 		stop()
@@ -435,7 +440,15 @@ func (t *resilientTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 			if attempt > 1 || reason != resilience.ReasonSucceeded {
 				s.m.retryDecisions.WithLabelValues(svc.Name, reason.String()).Inc()
 			}
-			finish()
+			if grpc && err == nil && overall != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+				// A gRPC deadline covers the whole call, its stream included:
+				// the timer runs until the body ends. Other requests' overall
+				// timeout ends at the response headers (the idle timeout
+				// watches their bodies).
+				fin.stop = overall.Stop
+			} else {
+				finish()
+			}
 			if reason == resilience.ReasonBudgetExhausted {
 				s.m.budgetExhausted.WithLabelValues(svc.Name).Inc()
 				if resp != nil {
@@ -458,7 +471,11 @@ func (t *resilientTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 			}
 			// The response is the request's: the attempt's context lives
 			// until its body is done.
-			resp.Body = newWatchedBody(resp.Body, pol.Timeouts.Idle, fin, func() { acancel(nil) })
+			wb := newWatchedBody(resp.Body, pol.Timeouts.Idle, fin, func() { acancel(nil) })
+			if grpc {
+				wb.grpcEnd = func() bool { return endGRPCOnTimeout(ctx, deadline, resp) }
+			}
+			resp.Body = wb
 			return resp, nil
 		}
 		s.m.retryDecisions.WithLabelValues(svc.Name, "retry").Inc()
@@ -510,10 +527,14 @@ type finisher struct {
 	release func()
 	cancel  context.CancelCauseFunc
 	body    *resilience.ReplayBody
+	stop    func() bool // stops a deadline timer still running, if any
 }
 
 func (f *finisher) done() {
 	f.once.Do(func() {
+		if f.stop != nil {
+			f.stop()
+		}
 		f.release()
 		if f.body != nil {
 			_ = f.body.Close()
@@ -532,9 +553,12 @@ type watchedBody struct {
 	timer  *time.Timer
 	last   atomic.Int64 // unix nanos of the last read progress
 	closed atomic.Bool
+	// grpcEnd, for a gRPC response, reports whether a failed read was the
+	// mesh's own timeout, which then ends the stream with trailers.
+	grpcEnd func() bool
 }
 
-func newWatchedBody(rc io.ReadCloser, idle time.Duration, fin *finisher, after func()) io.ReadCloser {
+func newWatchedBody(rc io.ReadCloser, idle time.Duration, fin *finisher, after func()) *watchedBody {
 	b := &watchedBody{rc: rc, fin: fin, after: after, idle: idle}
 	if idle > 0 {
 		b.last.Store(time.Now().UnixNano())
@@ -565,8 +589,36 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 	}
 	if err != nil {
 		b.end()
+		if err != io.EOF && b.grpcEnd != nil && b.grpcEnd() {
+			err = io.EOF
+		}
 	}
 	return n, err
+}
+
+// endGRPCOnTimeout ends a gRPC response whose stream broke off at its
+// deadline (the mesh's own timer, the idle timeout, or the upstream giving
+// up at the same deadline first) with trailers, grpc-status
+// DEADLINE_EXCEEDED and x-mesh-error: timeout, as the mesh answers a call
+// that times out before its response began, instead of a stream reset the
+// caller can only report as INTERNAL. ReverseProxy sends resp.Trailer once
+// the body ends. It reports false, changing nothing, for other failures.
+func endGRPCOnTimeout(ctx context.Context, deadline time.Time, resp *http.Response) bool {
+	var tc *timeoutCause
+	switch {
+	case errors.As(context.Cause(ctx), &tc):
+	case !deadline.IsZero() && !time.Now().Before(deadline):
+		tc = causeOverall
+	default:
+		return false
+	}
+	if resp.Trailer == nil {
+		resp.Trailer = http.Header{}
+	}
+	resp.Trailer["Grpc-Status"] = []string{strconv.Itoa(int(codes.DeadlineExceeded))}
+	resp.Trailer["Grpc-Message"] = []string{tc.Error()}
+	resp.Trailer[HeaderError] = []string{ErrTimeout.Code}
+	return true
 }
 
 func (b *watchedBody) Close() error {
