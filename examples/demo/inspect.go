@@ -327,7 +327,13 @@ func rawRequest(addr, raw string) (string, string, error) {
 type fencingState struct {
 	Fenced bool   `json:"fenced"`
 	Reason string `json:"reason"`
+	Source string `json:"source"`
 	Epoch  uint64 `json:"epoch"`
+	Quorum struct {
+		Expected  int `json:"expected"`
+		Reachable int `json:"reachable"`
+		Needed    int `json:"needed"`
+	} `json:"quorum"`
 }
 
 // waitUnfenced polls the sidecars' /fencing until none is fenced and all

@@ -11,6 +11,10 @@
 //	                ├──────────▶ flaky-1  (echo answering 503 to 30% of requests)
 //	                └──────────▶ echo-a, echo-b (echo-b can be switched to fail)
 //
+//	kv-1 ◀──▶ kv-2 ◀──▶ kv-3 ◀──▶ kv-1   three key-value replicas, each
+//	replicating the writes it accepts to the other two through its sidecar
+//	(the partition step writes through kv-1's sidecar, as an app beside it)
+//
 //	controlplane --tls: the mesh's certificate authority, xDS for every
 //	sidecar, the policy API meshctl uses, a gossip member watching the
 //	mesh, and the trace receiver the sidecars export their spans to.
@@ -25,9 +29,10 @@
 // gossip (every sidecar joins the control plane's gossip port). The demo
 // shows routing, mutual TLS and the caller's identity as the app sees it,
 // an AuthorizationPolicy denying what web may not do, a policy applied with
-// meshctl, retries, a circuit breaker, the causal order of a trace, and a
-// crash leaving every view; then it stops every process it started, also
-// on failure or Ctrl-C.
+// meshctl, retries, a circuit breaker, a crash leaving every view, write
+// fencing when two kv replicas freeze (a partition as kv-1 sees it), and
+// the causal order of a trace; then it stops every process it started,
+// also on failure or Ctrl-C (continuing frozen ones first).
 package main
 
 import (
@@ -43,9 +48,9 @@ import (
 func main() { os.Exit(run()) }
 
 func run() int {
-	bin := flag.String("bin", "bin", "directory holding the sidecar, controlplane, meshctl, echo, orders and inventory binaries")
+	bin := flag.String("bin", "bin", "directory holding the sidecar, controlplane, meshctl, echo, orders, inventory and kv binaries")
 	requests := flag.Int("requests", 12, "orders requests to send in the first traffic step")
-	policies := flag.String("policies", "examples/policies", "directory holding inventory-canary.yaml and orders-authz.yaml")
+	policies := flag.String("policies", "examples/policies", "directory holding inventory-canary.yaml, orders-authz.yaml and kv-fencing.yaml")
 	keep := flag.Bool("keep", false, "keep the temporary directory (logs, control-plane data) after a successful run")
 	flag.Parse()
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -87,11 +92,16 @@ type mesh struct {
 	inv1, inv2, canary, orders, web, flaky, echoA, echoB sidecarPorts
 	inv1App, inv2App, canaryApp, ordersApp               string
 	flakyApp, echoAApp, echoBApp                         string
+	// The kv replicas, in order kv-1, kv-2, kv-3.
+	kv    [3]sidecarPorts
+	kvApp [3]string
 
 	gone map[string]bool // admin addresses of sidecars the demo stopped or killed
 }
 
-// admins are the admin addresses of every sidecar still running.
+// admins are the admin addresses of every sidecar still running, but the
+// kv replicas': once the partition step scopes a fencing domain to them,
+// they know that domain's epoch, not the rest of the mesh's.
 func (m *mesh) admins() []string {
 	var out []string
 	for _, p := range []sidecarPorts{m.inv1, m.inv2, m.canary, m.orders, m.flaky, m.echoA, m.echoB, m.web} {
@@ -100,6 +110,11 @@ func (m *mesh) admins() []string {
 		}
 	}
 	return out
+}
+
+// kvAdmins are the admin addresses of the kv replicas' sidecars.
+func (m *mesh) kvAdmins() []string {
+	return []string{m.kv[0].admin, m.kv[1].admin, m.kv[2].admin}
 }
 
 func (d *demo) run(ctx context.Context, n int) error {
@@ -136,6 +151,7 @@ func (d *demo) run(ctx context.Context, n int) error {
 		d.stepRetries,
 		d.stepBreaker,
 		d.stepCrash,
+		d.stepPartition,
 		// Last, so the demo ends on the causal timeline of a request chain.
 		d.stepTrace,
 	}

@@ -46,9 +46,10 @@ type demo struct {
 }
 
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{} // closed when Wait returned
+	name   string
+	cmd    *exec.Cmd
+	done   chan struct{} // closed when Wait returned
+	frozen bool          // stopped with SIGSTOP and not continued yet
 }
 
 // portAllocator hands out unused loopback addresses. It keeps each port's
@@ -203,9 +204,44 @@ func (d *demo) stop(name string) {
 	}
 }
 
+// freeze stops the named processes with SIGSTOP: they keep their sockets
+// (the kernel still accepts connections and queues packets) but answer
+// nothing, as if a network cut had isolated them. thaw, or stopAll,
+// continues them.
+func (d *demo) freeze(names ...string) error {
+	for _, n := range names {
+		p := d.find(n)
+		if p == nil {
+			return fmt.Errorf("freeze %s: not started", n)
+		}
+		if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			return fmt.Errorf("freeze %s: %w", n, err)
+		}
+		p.frozen = true
+	}
+	return nil
+}
+
+// thaw continues every frozen process (SIGCONT) and returns the first
+// error met; it tries them all.
+func (d *demo) thaw() error {
+	var first error
+	for _, p := range d.procs {
+		if !p.frozen {
+			continue
+		}
+		if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil && first == nil {
+			first = fmt.Errorf("thaw %s: %w", p.name, err)
+		}
+		p.frozen = false
+	}
+	return first
+}
+
 // stopAll sends SIGTERM to every process still running, newest first,
 // waits up to stopGrace for all of them together, then kills the rest. It
-// returns how many had to be killed.
+// returns how many had to be killed. A frozen process is continued after
+// its SIGTERM: stopped, it would not act on it.
 func (d *demo) stopAll() int {
 	for i := len(d.procs) - 1; i >= 0; i-- {
 		p := d.procs[i]
@@ -213,6 +249,10 @@ func (d *demo) stopAll() int {
 		case <-p.done:
 		default:
 			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			if p.frozen {
+				_ = p.cmd.Process.Signal(syscall.SIGCONT)
+				p.frozen = false
+			}
 		}
 	}
 	deadline := time.After(stopGrace)

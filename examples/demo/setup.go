@@ -101,7 +101,7 @@ func (d *demo) otlpMounted() (bool, error) {
 
 // meshServices are the services of the demo's sidecars; each gets its own
 // bootstrap token.
-var meshServices = []string{"inventory", "inventory-canary", "orders", "flaky", "echo", "web"}
+var meshServices = []string{"inventory", "inventory-canary", "orders", "flaky", "echo", "web", "kv"}
 
 // bootstrapTokenTTL is the lifetime of the demo's bootstrap tokens: a
 // sidecar presents its token once, at start, then renews its certificate
@@ -141,7 +141,9 @@ func (d *demo) allocate() (*mesh, error) {
 		flaky: a.sidecar(), echoA: a.sidecar(), echoB: a.sidecar(),
 		inv1App: a.next(), inv2App: a.next(), canaryApp: a.next(), ordersApp: a.next(),
 		flakyApp: a.next(), echoAApp: a.next(), echoBApp: a.next(),
-		gone: map[string]bool{},
+		kv:    [3]sidecarPorts{a.sidecar(), a.sidecar(), a.sidecar()},
+		kvApp: [3]string{a.next(), a.next(), a.next()},
+		gone:  map[string]bool{},
 	}
 	return m, a.release()
 }
@@ -170,16 +172,31 @@ func (d *demo) startMesh(ctx context.Context, m *mesh) error {
 		d.sidecar("echo", "echo-b", m.echoBApp, "http1", m.echoB),
 		d.sidecar("web", "web-1", "127.0.0.1:1", "http1", m.web, "--config", webFile),
 	}
+	// The kv replicas: each app replicates to the other two through its
+	// own sidecar, naming each peer by its sidecar's inbound address.
+	for i := range m.kv {
+		name := kvName(i)
+		var peers []string
+		for j := range m.kv {
+			if j != i {
+				peers = append(peers, m.kv[j].inbound)
+			}
+		}
+		steps = append(steps,
+			d.start(name, nil, "kv", "--listen", m.kvApp[i], "--name", name,
+				"--peers", strings.Join(peers, ","), "--mesh", m.kv[i].outbound, "--service", "kv"),
+			d.sidecar("kv", name, m.kvApp[i], "http1", m.kv[i]))
+	}
 	if err := errors.Join(steps...); err != nil {
 		return err
 	}
-	for _, p := range []sidecarPorts{m.inv1, m.inv2, m.canary, m.orders, m.flaky, m.echoA, m.echoB, m.web} {
+	for _, p := range []sidecarPorts{m.inv1, m.inv2, m.canary, m.orders, m.flaky, m.echoA, m.echoB, m.web, m.kv[0], m.kv[1], m.kv[2]} {
 		if err := waitReady(ctx, client, "http://"+p.health+"/ready"); err != nil {
 			return err
 		}
 	}
 	fenceStart := time.Now()
-	fence, err := waitUnfenced(ctx, m.admins())
+	fence, err := waitUnfenced(ctx, append(m.admins(), m.kvAdmins()...))
 	if err != nil {
 		return err
 	}
@@ -191,6 +208,7 @@ func (d *demo) startMesh(ctx context.Context, m *mesh) error {
 	}{
 		{m.orders.admin, "inventory", 2}, {m.orders.admin, "inventory-canary", 1},
 		{m.web.admin, "orders", 1}, {m.web.admin, "flaky", 1}, {m.web.admin, "echo", 2},
+		{m.kv[0].admin, "kv", 3}, {m.kv[1].admin, "kv", 3}, {m.kv[2].admin, "kv", 3},
 	} {
 		if err := waitEndpoints(ctx, w.admin, w.service, w.n); err != nil {
 			return err
@@ -204,6 +222,8 @@ func (d *demo) startMesh(ctx context.Context, m *mesh) error {
 	fmt.Println("             flaky-1                    echo answering 503 to 30% of requests (retries step)")
 	fmt.Println("             echo-a, echo-b             two echo instances; echo-b can be told to fail (breaker step)")
 	fmt.Println("             web-1 sidecar              the demo sends its requests here, as an app would")
+	fmt.Println("             kv-1, kv-2, kv-3           key-value replicas; each replicates its writes to the other two")
+	fmt.Println("                                        through its own sidecar (kv --peers PEER-INBOUNDS --mesh OWN-OUTBOUND)")
 	fmt.Println("  identity   the control plane is the mesh's CA: trust bundle " + d.cpBundle())
 	fmt.Println("             a bootstrap token per service, each in its own 0600 file:")
 	fmt.Println("               meshctl token create --service SERVICE --ttl " + bootstrapTokenTTL + " > " + filepath.Join(d.dir, "tokens", "SERVICE.token"))

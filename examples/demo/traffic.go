@@ -30,20 +30,27 @@ func (r *reply) meshError() string {
 // call sends a request for service through the web sidecar's outbound
 // port, as an app would (the Host header names the service).
 func call(ctx context.Context, m *mesh, method, service, path, body string, header map[string]string) (*reply, error) {
+	return callVia(ctx, m.web.outbound, method, service, path, body, header)
+}
+
+// callVia sends a request for service through the sidecar whose outbound
+// address is outbound. A body is sent as JSON unless header says
+// otherwise.
+func callVia(ctx context.Context, outbound, method, service, path, body string, header map[string]string) (*reply, error) {
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+m.web.outbound+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+outbound+path, rd)
 	if err != nil {
 		return nil, err
 	}
 	req.Host = service
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
 	}
 	start := time.Now()
 	resp, err := client.Do(req)

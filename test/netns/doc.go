@@ -26,7 +26,9 @@
 // namespace has no rules, and the tier never touches the host's
 // interfaces or firewall.
 //
-// Inside each node: the kv app on 127.0.0.1:8080, its sidecar with
+// Inside each node: the kv app on 127.0.0.1:8080, a replica of every
+// other node's (--peers: their sidecars' inbound addresses; --mesh: its
+// own sidecar's outbound, through which it replicates), its sidecar with
 // inbound, gossip and the advertised address on the node's 198.18 address,
 // outbound on 127.0.0.1:15001, admin on 127.0.0.1:15000 (the product's
 // defaults: loopback only). The control plane serves xDS and gossip on

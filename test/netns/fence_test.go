@@ -35,9 +35,11 @@ const defaultCuts = 10
 // the minority fences within fenceBound and forwards no write after that,
 // its reads keep being answered by a kv app on its side, the majority
 // accepts every write throughout, and the minority accepts writes again
-// within unfenceBound of the heal. It logs the median and worst fence and
-// unfence times, and finally checks the kv histories: every acknowledged
-// write held, no refused write held, none held twice.
+// within unfenceBound of the heal; after each heal the kv replicas
+// converge within convergeBound. It logs the median and worst fence,
+// unfence and convergence times, and finally checks the kv histories
+// (every acknowledged write held, no refused write held, none held twice)
+// and the replicas' final values (kvcheck.CheckConvergence).
 func TestCleanCut(t *testing.T) {
 	m := startMesh(t, 5)
 	cuts := envInt(t, "CW_NETNS_CUTS", defaultCuts)
@@ -48,6 +50,7 @@ func TestCleanCut(t *testing.T) {
 		log                   attempts
 		timeline              []kvcheck.Partition
 		fenceTimes, unfenceTs []time.Duration
+		convergeTs            []time.Duration // heal until the replicas converged
 	)
 	for i := range cuts {
 		minority := []string{m.nodes[i%5], m.nodes[(i+1)%5]}
@@ -64,6 +67,19 @@ func TestCleanCut(t *testing.T) {
 		if err := m.waitSteady(ctx); err != nil {
 			t.Fatalf("cut %d: mesh not steady after the heal: %v", i+1, err)
 		}
+		// The minority missed the majority's writes of the cut: its
+		// replicas catch up once the mesh lets the replication through.
+		steadyAt := time.Now()
+		cctx, ccancel := context.WithTimeout(ctx, convergeBound)
+		err := m.waitConverged(cctx)
+		ccancel()
+		if err != nil {
+			t.Errorf("cut %d: replicas not converged %v after the mesh was steady again: %v", i+1, convergeBound, err)
+		} else {
+			convergeTs = append(convergeTs, time.Since(r.healAt))
+			t.Logf("cut %d: replicas converged %v after the heal (%v after the mesh was steady again)", i+1,
+				time.Since(r.healAt).Round(time.Millisecond), time.Since(steadyAt).Round(time.Millisecond))
+		}
 	}
 
 	t.Logf("fence time over %d cuts: median %v, worst %v (bound %v)", len(fenceTimes),
@@ -73,6 +89,14 @@ func TestCleanCut(t *testing.T) {
 	fmt.Fprintf(os.Stdout, "RESULT fence median=%v worst=%v unfence median=%v worst=%v cuts=%d\n",
 		median(fenceTimes).Round(time.Millisecond), slices.Max(fenceTimes).Round(time.Millisecond),
 		median(unfenceTs).Round(time.Millisecond), slices.Max(unfenceTs).Round(time.Millisecond), len(fenceTimes))
+
+	if len(convergeTs) > 0 {
+		t.Logf("replicas converged after the heal over %d cuts: median %v, worst %v (bound: steady, then %v)", len(convergeTs),
+			median(convergeTs).Round(time.Millisecond), slices.Max(convergeTs).Round(time.Millisecond), convergeBound)
+		fmt.Fprintf(os.Stdout, "RESULT converge-after-heal median=%v worst=%v cuts=%d\n",
+			median(convergeTs).Round(time.Millisecond), slices.Max(convergeTs).Round(time.Millisecond), len(convergeTs))
+	}
+	m.checkConvergence(t, timeline[len(timeline)-1].To, "the last heal", log.list())
 
 	if t.Failed() {
 		t.Logf("logs and data directories: %s", m.dir)

@@ -68,7 +68,7 @@ type fenceView struct {
 
 // startMesh builds the topology of n kv nodes and a control plane, starts
 // every process and waits until every sidecar is ready, writable and sees
-// all n nodes.
+// all n nodes. The kv apps replicate to each other through the mesh.
 func startMesh(t *testing.T, n int) *mesh {
 	t.Helper()
 	bin := binaries(t)
@@ -96,7 +96,17 @@ func startMesh(t *testing.T, n int) *mesh {
 	seeds := cpAddr + ":" + gossipPort + "," + addrs[m.nodes[0]] + ":" + gossipPort
 	for _, name := range m.nodes {
 		addr := addrs[name]
-		kv := m.start(name, filepath.Join(bin, "kv"), "--listen", kvAddr, "--name", name)
+		// Each kv is a replica: it replicates the writes it accepts to
+		// every other node through its own sidecar, pinning each request
+		// to the peer's sidecar inbound address (x-mesh-endpoint).
+		var peers []string
+		for _, p := range m.nodes {
+			if p != name {
+				peers = append(peers, addrs[p]+":"+inboundPort)
+			}
+		}
+		kv := m.start(name, filepath.Join(bin, "kv"), "--listen", kvAddr, "--name", name,
+			"--peers", strings.Join(peers, ","), "--mesh", outboundAddr, "--service", kvService)
 		m.waitUp(kv, name, "http://"+kvAddr+"/healthz")
 		m.start(name, filepath.Join(bin, "sidecar"),
 			"--service", kvService, "--node-id", name, "--app", kvAddr, "--app-protocol", "http1",

@@ -11,6 +11,11 @@
 //   - duplicates: one client write accepted more than once (the mesh retries
 //     a write only when it provably never reached the app).
 //
+// These four look only at accepted entries of the histories: entries an
+// instance recorded when it applied a peer's write (kind "replicated")
+// are copies, not acceptances. CheckConvergence checks the replicas'
+// final values after the last heal (convergence.go).
+//
 // Instances and clients must share a clock: the partition timeline, the
 // attempts and Write.At are compared directly. The test tier runs every
 // process on one host, so they do.
@@ -136,11 +141,13 @@ type Report struct {
 	Forwarded []Attempt
 	// Duplicates are values accepted more than once, with every copy.
 	Duplicates [][]kvstore.Write
-	// Accepted is the number of writes in the histories; Epochs the
-	// distinct epochs they carry, ascending.
-	Accepted int
-	Epochs   []uint64
-	Sides    []SideStats
+	// Accepted is the number of accepted writes in the histories,
+	// Replicated the number of entries that record a peer's write; Epochs
+	// the distinct epochs the accepted writes carry, ascending.
+	Accepted   int
+	Replicated int
+	Epochs     []uint64
+	Sides      []SideStats
 }
 
 // OK reports whether the check found nothing wrong (conflicts within the
@@ -160,11 +167,12 @@ func (r Report) FailingConflicts() int {
 	return n
 }
 
-// Check compares the accepted writes of every instance (in any order)
-// with the timeline and the clients' attempts. Partitions must not
-// overlap.
-func Check(timeline []Partition, accepted []kvstore.Write, attempts []Attempt, opts Options) Report {
-	r := Report{Accepted: len(accepted)}
+// Check compares the histories of every instance (their entries in any
+// order; only accepted writes count) with the timeline and the clients'
+// attempts. Partitions must not overlap.
+func Check(timeline []Partition, history []kvstore.Write, attempts []Attempt, opts Options) Report {
+	accepted := acceptedOnly(history)
+	r := Report{Accepted: len(accepted), Replicated: len(history) - len(accepted)}
 
 	byValue := make(map[string][]kvstore.Write, len(accepted))
 	epochs := make(map[uint64]bool)
@@ -240,6 +248,18 @@ func conflicts(timeline []Partition, accepted []kvstore.Write, grace time.Durati
 	return out
 }
 
+// acceptedOnly returns the entries that record a client write accepted
+// where they were recorded.
+func acceptedOnly(history []kvstore.Write) []kvstore.Write {
+	out := make([]kvstore.Write, 0, len(history))
+	for _, w := range history {
+		if w.Accepted() {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
 func partitionAt(timeline []Partition, t time.Time) int {
 	for i, p := range timeline {
 		if p.in(t) {
@@ -306,7 +326,11 @@ func sideStats(timeline []Partition, accepted []kvstore.Write, attempts []Attemp
 // figures and every finding (at most limit of each kind; 0 means all).
 func (r Report) Summary(limit int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "accepted writes: %d, epochs seen: %v\n", r.Accepted, r.Epochs)
+	fmt.Fprintf(&b, "accepted writes: %d, epochs seen: %v", r.Accepted, r.Epochs)
+	if r.Replicated > 0 {
+		fmt.Fprintf(&b, " (and %d replicated copies)", r.Replicated)
+	}
+	b.WriteString("\n")
 	for _, s := range r.Sides {
 		where := "connected"
 		if s.Partition >= 0 {

@@ -20,6 +20,13 @@ func w(node, key, value string, epoch uint64, s int) kvstore.Write {
 	return kvstore.Write{Node: node, Key: key, Value: value, Epoch: epoch, At: at(s)}
 }
 
+// copyOf is orig as replica recorded it when it applied it at s.
+func copyOf(orig kvstore.Write, replica string, s int) kvstore.Write {
+	c := orig
+	c.Kind, c.Origin, c.Node, c.At = kvstore.KindReplicated, orig.Node, replica, at(s)
+	return c
+}
+
 func TestCheck(t *testing.T) {
 	tests := []struct {
 		name          string
@@ -114,6 +121,20 @@ func TestCheck(t *testing.T) {
 		{
 			name:     "unknown outcome may or may not be held",
 			attempts: []kvcheck.Attempt{{Node: "n4", Key: "a", Value: "v1", Start: at(12), Outcome: kvcheck.Unknown}},
+		},
+		{
+			name:          "replicated copies are neither acceptances nor duplicates",
+			timeline:      cut,
+			accepted:      []kvstore.Write{w("n1", "a", "v1", 3, 11), copyOf(w("n1", "a", "v1", 3, 11), "n4", 12), copyOf(w("n1", "a", "v1", 3, 11), "n2", 12)},
+			attempts:      []kvcheck.Attempt{{Node: "n1", Key: "a", Value: "v1", Start: at(11), Outcome: kvcheck.Acked, Status: 200}},
+			wantInSummary: "accepted writes: 1, epochs seen: [3] (and 2 replicated copies)",
+		},
+		{
+			name:          "an acknowledged write held only as a copy is lost",
+			accepted:      []kvstore.Write{copyOf(w("n1", "a", "v1", 1, 1), "n2", 2)},
+			attempts:      []kvcheck.Attempt{{Node: "n1", Key: "a", Value: "v1", Start: at(1), Outcome: kvcheck.Acked, Status: 200}},
+			wantLost:      1,
+			wantInSummary: `"a"="v1" via n1`,
 		},
 		{
 			name:          "one write accepted twice",

@@ -27,6 +27,14 @@ func newServer(t *testing.T) (string, *http.Client) {
 	return srv.URL, srv.Client()
 }
 
+// accepted is the history entry of the seq-th client write a fresh store
+// under test accepts: the first of its history entries, its origin seq
+// and version are all seq.
+func accepted(seq uint64, key, value string, epoch uint64) *kvstore.Write {
+	return &kvstore.Write{Seq: seq, Key: key, Value: value, Epoch: epoch, Node: node, At: fixed,
+		Kind: kvstore.KindAccepted, Origin: node, OriginSeq: seq, Version: seq}
+}
+
 type reply struct {
 	code   int
 	body   string
@@ -66,10 +74,10 @@ func TestPut(t *testing.T) {
 		wantWrite *kvstore.Write
 		wantErr   string
 	}{
-		{"with epoch", "/kv/a", "v1", "7", http.StatusOK, &kvstore.Write{Seq: 1, Key: "a", Value: "v1", Epoch: 7, Node: node, At: fixed}, ""},
-		{"without epoch", "/kv/b", "v2", "", http.StatusOK, &kvstore.Write{Seq: 1, Key: "b", Value: "v2", Node: node, At: fixed}, ""},
-		{"empty value", "/kv/c", "", "1", http.StatusOK, &kvstore.Write{Seq: 1, Key: "c", Epoch: 1, Node: node, At: fixed}, ""},
-		{"escaped key", "/kv/a%20b", "x", "", http.StatusOK, &kvstore.Write{Seq: 1, Key: "a b", Value: "x", Node: node, At: fixed}, ""},
+		{"with epoch", "/kv/a", "v1", "7", http.StatusOK, accepted(1, "a", "v1", 7), ""},
+		{"without epoch", "/kv/b", "v2", "", http.StatusOK, accepted(1, "b", "v2", 0), ""},
+		{"empty value", "/kv/c", "", "1", http.StatusOK, accepted(1, "c", "", 1), ""},
+		{"escaped key", "/kv/a%20b", "x", "", http.StatusOK, accepted(1, "a b", "x", 0), ""},
 		{"bad epoch", "/kv/a", "v", "seven", http.StatusBadRequest, nil, "want a decimal epoch"},
 		{"negative epoch", "/kv/a", "v", "-1", http.StatusBadRequest, nil, "want a decimal epoch"},
 		{"control character in key", "/kv/a%01", "v", "", http.StatusBadRequest, nil, "control character"},
@@ -142,9 +150,7 @@ func TestReadsAndHistory(t *testing.T) {
 		{"dump", "/kv?dump=1", http.StatusOK, map[string]string{"a": "3", "b": "2"}, ""},
 		{"bad dump", "/kv?dump=yes", http.StatusBadRequest, nil, "dump=\"yes\": want 1 or 0\n"},
 		{"history", "/history", http.StatusOK, []kvstore.Write{
-			{Seq: 1, Key: "a", Value: "1", Epoch: 3, Node: node, At: fixed},
-			{Seq: 2, Key: "b", Value: "2", Epoch: 3, Node: node, At: fixed},
-			{Seq: 3, Key: "a", Value: "3", Epoch: 4, Node: node, At: fixed},
+			*accepted(1, "a", "1", 3), *accepted(2, "b", "2", 3), *accepted(3, "a", "3", 4),
 		}, ""},
 		{"health", "/healthz", http.StatusOK, nil, "ok"},
 	}
