@@ -98,10 +98,13 @@ func classify(r *http.Request, err error, bodyErr error) *Error {
 		return ErrBadRequest.with(bodyErr)
 	case r.Context().Err() != nil:
 		return nil //nolint:nilerr // the client went away: there is no one to answer
+	case isDialError(err):
+		// Before the timeout case: a connect that timed out is a connect
+		// failure (503), as the attempt's classification says; a request
+		// whose own deadline passed during a dial arrives as ErrTimeout.
+		return ErrUpstreamConnect.with(err)
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded):
 		return ErrTimeout.with(err)
-	case isDialError(err):
-		return ErrUpstreamConnect.with(err)
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {

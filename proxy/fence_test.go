@@ -113,6 +113,21 @@ func TestFencingRefusesWritesAndServesReads(t *testing.T) {
 	if got := app.take(); len(got) != 1 || got[0] != "DELETE 6" {
 		t.Fatalf("app saw %v", got)
 	}
+
+	// The receiver is in a fencing domain of its own whose epochs are
+	// newer: the caller's epoch counts in another domain, so it is neither
+	// refused as stale nor adopted.
+	m.server.fenceDomain.Store(&fenceDomain{name: "service/" + m.server.service, service: true})
+	m.server.fence.SetRemote(fencing.Verdict{Epoch: 9}, time.Minute)
+	if resp, _ := send(t, "PUT", out, "x", nil); resp.StatusCode != 200 {
+		t.Fatalf("write from another fencing domain: %d %q, want it admitted", resp.StatusCode, resp.Header.Get(HeaderError))
+	}
+	if got := app.take(); len(got) != 1 || got[0] != "PUT 6" {
+		t.Fatalf("app saw %v, want [PUT 6]", got)
+	}
+	if e := m.server.fence.Epoch(); e != 9 {
+		t.Fatalf("the receiver's epoch is %d after a write from another domain, want its own 9", e)
+	}
 }
 
 func TestAppCannotForgeEpoch(t *testing.T) {
@@ -216,20 +231,20 @@ func TestConnectionSlots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rel, err := s.connectionSlot("127.0.0.1:7001")
+	rel, _, err := s.connectionSlot("127.0.0.1:7001")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.connectionSlot("127.0.0.1:7002"); err == nil {
+	if _, _, err := s.connectionSlot("127.0.0.1:7002"); err == nil {
 		t.Fatal("a second connection to the service was allowed with maxConnections 1")
 	}
 	rel()
-	if rel2, err := s.connectionSlot("127.0.0.1:7002"); err != nil {
+	if rel2, _, err := s.connectionSlot("127.0.0.1:7002"); err != nil {
 		t.Fatalf("after a release: %v", err)
 	} else {
 		rel2()
 	}
-	if rel3, err := s.connectionSlot("127.0.0.1:9999"); err != nil {
+	if rel3, _, err := s.connectionSlot("127.0.0.1:9999"); err != nil {
 		t.Fatalf("an address no service lists: %v", err)
 	} else {
 		rel3()

@@ -747,19 +747,20 @@ func (s *Sidecar) healthHooks() resilience.Hooks {
 }
 
 // connectionSlot takes a connection slot of the service whose endpoint is
-// at addr (its Limits.MaxConnections); addresses no service lists are not
-// limited. Over the limit the dial fails as an overflow.
-func (s *Sidecar) connectionSlot(addr string) (func(), error) {
+// at addr (its Limits.MaxConnections) and returns that service's connect
+// timeout (Timeouts.Connect; 0 for addresses no service lists, which are
+// not limited either). Over the limit the dial fails as an overflow.
+func (s *Sidecar) connectionSlot(addr string) (func(), time.Duration, error) {
 	name, ok := s.serviceAt(addr)
 	if !ok {
-		return func() {}, nil
+		return func() {}, 0, nil
 	}
 	pol := s.pols.Load().lookup(name)
 	rel, err := s.upstream(name, &pol).limits.AcquireConnection()
 	if err != nil {
-		return nil, ErrOverflow.with(err)
+		return nil, 0, ErrOverflow.with(err)
 	}
-	return rel, nil
+	return rel, pol.Timeouts.Connect, nil
 }
 
 // serviceAt is the service the routing table lists an endpoint address

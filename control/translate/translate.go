@@ -41,8 +41,11 @@ const ExtensionName = "causeway.mesh"
 
 // Defaults applied when policy sets nothing.
 const (
-	// DefaultConnectTimeout matches the sidecar's limits.connectTimeout.
-	DefaultConnectTimeout = 5 * time.Second
+	// DefaultConnectTimeout matches the sidecar's own default for a
+	// service's connect timeout (resilience.DefaultPolicy, 1 s, as Linkerd):
+	// on the mesh hop a peer that does not accept within a second is cut
+	// off or gone, and the attempt is better spent on another endpoint.
+	DefaultConnectTimeout = time.Second
 	// DefaultRetryBackoff is Envoy's and gRPC's base interval.
 	DefaultRetryBackoff = 25 * time.Millisecond
 	// DefaultRetryAttempts applies when a rule has a retry block without

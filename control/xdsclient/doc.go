@@ -116,7 +116,7 @@
 //	Cluster.type                                 must be EDS                      -
 //	Cluster.eds_cluster_config                   CLA name; eds_config must be ADS  CLA named like the cluster
 //	Cluster.lb_policy                            ROUND_ROBIN, LEAST_REQUEST only   ROUND_ROBIN (Envoy's default)
-//	Cluster.connect_timeout                      Service.ConnectTimeout           5s
+//	Cluster.connect_timeout                      Service.ConnectTimeout           1s
 //	Cluster.circuit_breakers.thresholds          one DEFAULT-priority entry       no limits from xDS
 //	  .retry_budget                              RetryBudget                      20%, min concurrency 3
 //	Cluster.outlier_detection                    consecutive_5xx, consecutive_gateway_failure,
