@@ -87,7 +87,11 @@ func (s *Sidecar) applyFencingPolicy(m *xdsclient.Model) {
 	if svc, ok := m.Services[s.service]; ok && svc.Fencing.Mode != xdsclient.FencingUnset {
 		scoped = true
 	}
-	s.fenceDomain.Store(&fenceDomain{service: scoped, expected: p.ExpectedSize})
+	name := fencing.MeshDomain
+	if scoped {
+		name = fencing.ServiceDomain(s.service)
+	}
+	s.fenceDomain.Store(&fenceDomain{name: name, service: scoped, expected: p.ExpectedSize})
 	if snap := s.discovered.Load(); snap != nil {
 		s.fence.SetLocal(s.gossipVerdict(snap))
 	}
@@ -96,8 +100,18 @@ func (s *Sidecar) applyFencingPolicy(m *xdsclient.Model) {
 // fenceDomain is what the gossip view counts: the whole mesh, or this
 // service's replicas, against the counted or an explicit size.
 type fenceDomain struct {
+	name     string // "mesh" or "service/NAME": whose epochs this sidecar's are
 	service  bool
 	expected int
+}
+
+// fenceDomainName is the fencing domain this sidecar belongs to; "mesh"
+// until the control plane says otherwise.
+func (s *Sidecar) fenceDomainName() string {
+	if d := s.fenceDomain.Load(); d != nil {
+		return d.name
+	}
+	return fencing.MeshDomain
 }
 
 // gossipVerdict is the fencing verdict of this sidecar's own gossip view.

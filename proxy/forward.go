@@ -273,7 +273,7 @@ var _ io.Writer = slogWriter{}
 // time it is forwarded (clocks, epoch, request id, the caller's
 // identity); traceHeaders too when tracing is on (the mesh's span).
 var (
-	meshSetHeaders = []string{"X-Mesh-Lamport", "X-Mesh-Vclock", HeaderEpoch, HeaderPeerIdentity, "X-Request-Id"}
+	meshSetHeaders = []string{"X-Mesh-Lamport", "X-Mesh-Vclock", HeaderEpoch, HeaderEpochDomain, HeaderPeerIdentity, "X-Request-Id"}
 	traceHeaders   = []string{"Traceparent", "Tracestate"}
 )
 

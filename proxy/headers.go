@@ -31,6 +31,7 @@ const (
 // before our rewrite runs.
 var meshOnly = []string{
 	"X-Mesh-Epoch",
+	"X-Mesh-Epoch-Domain",
 	"X-Mesh-Error",
 	"X-Mesh-Attempt",
 	"X-Mesh-Peer-Identity",

@@ -137,7 +137,7 @@ func tryStartProc(t *testing.T, extra []string) (*sidecarProc, string, error) {
 		select {
 		case err := <-p.exited:
 			p.exited <- err // the cleanup's Kill is harmless on an exited process
-			return nil, readLog(), fmt.Errorf("sidecar exited during start-up: %v", err)
+			return nil, readLog(), fmt.Errorf("sidecar exited during start-up: %w", err)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
