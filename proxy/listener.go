@@ -16,6 +16,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/netutil"
 
+	"github.com/causeway-mesh/causeway/control/identity"
 	"github.com/causeway-mesh/causeway/proxy/h1guard"
 )
 
@@ -79,7 +80,10 @@ func newHTTPListener(ln net.Listener, h http.Handler, o listenerOptions, m *metr
 		ErrorLog:          errLog,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if g, ok := c.(*h1guard.Conn); ok {
-				return context.WithValue(ctx, guardKey{}, g)
+				ctx = context.WithValue(ctx, guardKey{}, g)
+				if pc, ok := g.Conn.(*peerConn); ok {
+					ctx = context.WithValue(ctx, peerIdentityKey{}, pc.peer)
+				}
 			}
 			return ctx
 		},
@@ -143,6 +147,9 @@ func (l *httpListener) dispatch(c net.Conn) {
 			l.log.Debug("refused connection", "listener", l.name, "remote", c.RemoteAddr().String(), "error", err)
 			c.Close()
 			return
+		case tlsConn != nil && tlsConn.ConnectionState().NegotiatedProtocol == identity.ALPNUpgrade:
+			l.serveH1(&peerConn{Conn: tlsConn, peer: peerIdentityOf(tlsConn)})
+			return
 		case tlsConn != nil:
 			l.serveH2(tlsConn, peerIdentityOf(tlsConn))
 			return
@@ -157,17 +164,23 @@ func (l *httpListener) dispatch(c net.Conn) {
 	}
 	pc := &prefixConn{Conn: c, prefix: prefix}
 	if !isH2 {
-		g := h1guard.NewConn(pc, l.lim)
-		g.OnReject = func(e *h1guard.RequestError) {
-			l.m.rejected.WithLabelValues(l.name, e.Reason).Inc()
-			l.log.Debug("refused malformed request", "listener", l.name, "remote", c.RemoteAddr().String(), "reason", e.Reason)
-		}
-		if !l.h1Conn.push(g) {
-			c.Close()
-		}
+		l.serveH1(pc)
 		return
 	}
 	l.serveH2(pc, "")
+}
+
+// serveH1 hands an HTTP/1 connection, behind the framing guard, to the
+// listener's net/http server.
+func (l *httpListener) serveH1(c net.Conn) {
+	g := h1guard.NewConn(c, l.lim)
+	g.OnReject = func(e *h1guard.RequestError) {
+		l.m.rejected.WithLabelValues(l.name, e.Reason).Inc()
+		l.log.Debug("refused malformed request", "listener", l.name, "remote", c.RemoteAddr().String(), "reason", e.Reason)
+	}
+	if !l.h1Conn.push(g) {
+		c.Close()
+	}
 }
 
 // serveH2 serves an HTTP/2 connection until it ends. peer is the caller's

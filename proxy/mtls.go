@@ -25,8 +25,10 @@ import (
 // Modes (inbound): strict accepts only mutual TLS; permissive also accepts
 // plaintext, whose callers have no identity; off is plaintext only (no
 // credentials). The outbound side uses TLS whenever it has credentials.
-// WebSocket upgrades between sidecars are not carried over mutual TLS yet
-// (they need ALPN http/1.1 on the same port).
+// WebSocket and other HTTP/1.1 upgrades, which cannot ride an HTTP/2
+// stream, go over a mutual-TLS connection of their own that negotiates
+// ALPN http/1.1 on the same port; the inbound side serves it as HTTP/1,
+// through the same framing guard as plaintext, with the caller's identity.
 
 // HeaderPeerIdentity carries the caller's verified SPIFFE ID to the app.
 const HeaderPeerIdentity = "X-Mesh-Peer-Identity"
@@ -109,12 +111,21 @@ func peerIdentity(ctx context.Context) string {
 	return id
 }
 
+// peerConn is an HTTP/1 mesh connection over mutual TLS: the caller's
+// verified SPIFFE ID travels with it to the requests it carries.
+type peerConn struct {
+	net.Conn
+	peer string
+}
+
 // clientTLS wraps a new mesh connection in TLS and completes the
 // handshake. The server must present exactly expected (the service the
 // routing table says lives at that address), or, when expected is zero,
 // any SPIFFE ID of the trust domain.
-func clientTLS(ctx context.Context, creds *identity.Credentials, c net.Conn, expected spiffeid.ID) (net.Conn, error) {
-	tc := tls.Client(c, creds.ClientTLSConfig(expected))
+// proto is the ALPN protocol to negotiate (identity.ALPN, or
+// identity.ALPNUpgrade for an upgrade connection).
+func clientTLS(ctx context.Context, creds *identity.Credentials, c net.Conn, expected spiffeid.ID, proto string) (net.Conn, error) {
+	tc := tls.Client(c, creds.ClientTLSConfigFor(expected, proto))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("mesh mTLS to %s: %w", c.RemoteAddr(), err)

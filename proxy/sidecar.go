@@ -183,7 +183,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Sidecar, err
 	s.meshDialer.slot = s.connectionSlot
 	s.meshTransport = &splitTransport{
 		h2: newH2CTransport(s.meshDialer, lim.MaxHeaderBytes),
-		h1: newH1Transport(s.meshDialer, 16, 0, lim.MaxHeaderBytes),
+		h1: newH1Transport(s.upgradeDialer(), 16, 0, lim.MaxHeaderBytes),
 	}
 	appDialer := &dialer{pool: "app", timeout: lim.ConnectTimeout.Duration, m: s.m}
 	h1 := newH1Transport(appDialer, lim.AppMaxIdleConns, lim.AppMaxConns, lim.MaxHeaderBytes)
@@ -558,3 +558,11 @@ func (s *Sidecar) Reload(next *config.Config) error {
 
 // Ready reports whether the sidecar answers /ready with 200.
 func (s *Sidecar) Ready() bool { return s.readiness() == "" }
+
+// upgradeDialer is the mesh dialer of HTTP/1.1 upgrade connections
+// (WebSocket): with mutual TLS they negotiate ALPN http/1.1.
+func (s *Sidecar) upgradeDialer() *dialer {
+	d := *s.meshDialer
+	d.upgrade = true
+	return &d
+}

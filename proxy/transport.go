@@ -42,6 +42,9 @@ type dialer struct {
 	// and gives that service's connect timeout, which then bounds the dial
 	// and the TLS handshake instead of timeout (0: timeout applies).
 	slot func(addr string) (release func(), connect time.Duration, err error)
+	// upgrade marks the dialer of HTTP/1.1 upgrade connections: with
+	// mutual TLS they negotiate ALPN http/1.1 instead of h2.
+	upgrade bool
 }
 
 func (d *dialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -73,7 +76,11 @@ func (d *dialer) dial(ctx context.Context, network, addr string) (net.Conn, erro
 		if d.expect != nil {
 			want = d.expect(addr)
 		}
-		if c, err = clientTLS(ctx, d.creds, c, want); err != nil {
+		proto := identity.ALPN
+		if d.upgrade {
+			proto = identity.ALPNUpgrade
+		}
+		if c, err = clientTLS(ctx, d.creds, c, want, proto); err != nil {
 			release()
 			d.m.upDials.WithLabelValues(d.pool, "tls_error").Inc()
 			return nil, err

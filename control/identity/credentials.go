@@ -13,8 +13,13 @@ import (
 	"github.com/causeway-mesh/causeway/control/identity/svid"
 )
 
-// ALPN is the only application protocol of the mesh hop.
-const ALPN = "h2"
+// ALPN is the application protocol of the mesh hop; ALPNUpgrade that of a
+// mesh connection carrying HTTP/1.1 protocol upgrades (WebSocket), which
+// cannot ride an HTTP/2 stream. Nothing else is negotiated.
+const (
+	ALPN        = "h2"
+	ALPNUpgrade = "http/1.1"
+)
 
 // ErrNoCertificate is returned by handshakes before the first certificate
 // has been obtained.
@@ -152,13 +157,13 @@ func (c *Credentials) VerifyPeer(chain []*x509.Certificate, usage x509.ExtKeyUsa
 }
 
 // ServerTLSConfig is the inbound side of the mesh hop: TLS 1.3 only, ALPN
-// "h2" required, a client certificate required and verified against the
+// "h2" (or "http/1.1" for a connection carrying upgrades) required, a client certificate required and verified against the
 // bundle current at handshake time (any SPIFFE ID of the trust domain;
 // which callers may do what is authorization's job, after PeerIdentity).
 func (c *Credentials) ServerTLSConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
-		NextProtos: []string{ALPN},
+		NextProtos: []string{ALPN, ALPNUpgrade},
 		ClientAuth: tls.RequireAnyClientCert,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			if cert := c.Certificate(); cert != nil {
@@ -167,8 +172,8 @@ func (c *Credentials) ServerTLSConfig() *tls.Config {
 			return nil, ErrNoCertificate
 		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			if cs.NegotiatedProtocol != ALPN {
-				return fmt.Errorf("mesh peer refused: ALPN %q, want %q", cs.NegotiatedProtocol, ALPN)
+			if cs.NegotiatedProtocol != ALPN && cs.NegotiatedProtocol != ALPNUpgrade {
+				return fmt.Errorf("mesh peer refused: ALPN %q, want %q or %q", cs.NegotiatedProtocol, ALPN, ALPNUpgrade)
 			}
 			if _, err := c.VerifyPeer(cs.PeerCertificates, x509.ExtKeyUsageClientAuth, spiffeid.ID{}); err != nil {
 				return fmt.Errorf("mesh client refused: %w", err)
@@ -185,9 +190,15 @@ func (c *Credentials) ServerTLSConfig() *tls.Config {
 // expected. Host names play no part (the peer is named by its SPIFFE ID),
 // which is why the standard verification is replaced, not skipped.
 func (c *Credentials) ClientTLSConfig(expected spiffeid.ID) *tls.Config {
+	return c.ClientTLSConfigFor(expected, ALPN)
+}
+
+// ClientTLSConfigFor is ClientTLSConfig negotiating proto (ALPN, or
+// ALPNUpgrade for a connection that carries an HTTP/1.1 upgrade).
+func (c *Credentials) ClientTLSConfigFor(expected spiffeid.ID, proto string) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
-		NextProtos: []string{ALPN},
+		NextProtos: []string{proto},
 		// Verification is done in VerifyConnection against the current
 		// bundle and the SPIFFE ID; the standard check would demand a DNS
 		// name that mesh certificates do not carry.
@@ -199,8 +210,8 @@ func (c *Credentials) ClientTLSConfig(expected spiffeid.ID) *tls.Config {
 			return nil, ErrNoCertificate
 		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			if cs.NegotiatedProtocol != ALPN {
-				return fmt.Errorf("mesh peer refused: ALPN %q, want %q", cs.NegotiatedProtocol, ALPN)
+			if cs.NegotiatedProtocol != proto {
+				return fmt.Errorf("mesh peer refused: ALPN %q, want %q", cs.NegotiatedProtocol, proto)
 			}
 			if _, err := c.VerifyPeer(cs.PeerCertificates, x509.ExtKeyUsageServerAuth, expected); err != nil {
 				return fmt.Errorf("mesh server refused: %w", err)

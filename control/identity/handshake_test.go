@@ -142,8 +142,8 @@ func TestHandshakeMatrix(t *testing.T) {
 	plain := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS13} //nolint:gosec // a client without a certificate
 	tls12 := client.ClientTLSConfig(billing)
 	tls12.MinVersion, tls12.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
-	noALPN := client.ClientTLSConfig(billing)
-	noALPN.NextProtos = []string{"http/1.1"}
+	otherALPN := client.ClientTLSConfig(billing)
+	otherALPN.NextProtos = []string{"spdy/3"}
 	rawNoALPN := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{*client.Certificate()}} //nolint:gosec // a careless client
 
 	tests := []struct {
@@ -160,8 +160,9 @@ func TestHandshakeMatrix(t *testing.T) {
 		{"wrong trust domain", presenting(client, otherCert, billing), `trust domain "other.local" is not "mesh.local"`, "bad certificate"},
 		{"server is A where B is expected", client.ClientTLSConfig(orders), "", "peer is spiffe://mesh.local/ns/default/sa/billing, want spiffe://mesh.local/ns/default/sa/orders"},
 		{"TLS 1.2", tls12, "unsupported versions", "protocol version"},
-		{"no h2", noALPN, "bad certificate", `ALPN "", want "h2"`},
-		{"no ALPN, from a client that does not check", rawNoALPN, `ALPN "", want "h2"`, "bad certificate"},
+		{"good, an upgrade connection (ALPN http/1.1)", client.ClientTLSConfigFor(billing, ALPNUpgrade), "", ""},
+		{"neither h2 nor http/1.1", otherALPN, "unsupported application protocols", "no application protocol"},
+		{"no ALPN, from a client that does not check", rawNoALPN, `ALPN "", want "h2" or "http/1.1"`, "bad certificate"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
