@@ -27,7 +27,8 @@ import (
 //     acknowledgements in one second (a well-behaved peer sends a handful
 //     per connection; gRPC's BDP pings stay far below);
 //   - more than maxEmptyFrames consecutive DATA or CONTINUATION frames
-//     with an empty payload and without END_STREAM (Envoy's
+//     with an empty payload that end nothing (DATA without END_STREAM,
+//     CONTINUATION without END_HEADERS; Envoy's
 //     max_consecutive_inbound_frames_with_empty_payload, whose default is
 //     1; a well-behaved peer sends none: an empty DATA frame only to end
 //     a stream);
@@ -60,8 +61,9 @@ const (
 	frameWindowUpdate = 0x8
 	frameContinuation = 0x9
 
-	flagAck       = 0x1 // SETTINGS, PING
-	flagEndStream = 0x1 // DATA, HEADERS
+	flagAck        = 0x1 // SETTINGS, PING
+	flagEndStream  = 0x1 // DATA, HEADERS
+	flagEndHeaders = 0x4 // HEADERS, CONTINUATION
 )
 
 var errFrameFlood = errors.New("http2: frame flood")
@@ -185,7 +187,10 @@ func (w *frameWatch) scan(b []byte) string {
 		case frameHeaders:
 			w.opens++
 		}
-		if (typ == frameData || typ == frameContinuation) && length == 0 && flags&flagEndStream == 0 {
+		// An empty frame that ends something (a DATA frame its stream, a
+		// CONTINUATION frame its header block) is legitimate; any other
+		// flag is meaningless on it and must not exempt it.
+		if length == 0 && (typ == frameData && flags&flagEndStream == 0 || typ == frameContinuation && flags&flagEndHeaders == 0) {
 			if w.empty++; w.empty > maxEmptyFrames {
 				return "h2_empty_frame_flood"
 			}

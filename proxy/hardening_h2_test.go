@@ -582,6 +582,19 @@ func emptyContinuationFlood(c *hardH2Conn, _ int) {
 	}
 }
 
+// flaggedContinuationFlood is emptyContinuationFlood with flag 0x1 set on
+// every CONTINUATION frame: undefined for that type (receivers ignore it),
+// so it must not pass for END_STREAM and exempt the frames.
+func flaggedContinuationFlood(c *hardH2Conn, _ int) {
+	var buf bytes.Buffer
+	block := hardRequestBlock(hpack.NewEncoder(&buf), &buf, "/flagged-continuation")
+	if !c.wrote(c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block, EndStream: true})) {
+		return
+	}
+	for c.attacking() && c.wrote(c.fr.WriteRawFrame(http2.FrameContinuation, 0x1, 1, nil)) {
+	}
+}
+
 // windowUpdateFlood sends connection-level WINDOW_UPDATE frames of
 // increment 1, legal until the window would pass 2^31-1.
 func windowUpdateFlood(c *hardH2Conn, _ int) {
@@ -611,6 +624,7 @@ func TestHardeningH2Abuse(t *testing.T) {
 		{name: "SETTINGS flood reading the ACKs", conns: 1, read: true, heapLimit: 128 << 20, run: settingsFlood},
 		{name: "empty DATA flood", conns: 1, read: true, heapLimit: 128 << 20, appLimit: 1, run: emptyDataFlood},
 		{name: "empty CONTINUATION flood", conns: 1, read: true, heapLimit: 128 << 20, run: emptyContinuationFlood},
+		{name: "empty CONTINUATION flood with an undefined flag", conns: 1, read: true, heapLimit: 128 << 20, run: flaggedContinuationFlood},
 		{name: "WINDOW_UPDATE flood", conns: 1, read: true, heapLimit: 128 << 20, run: windowUpdateFlood},
 	}
 	for _, a := range attacks {
