@@ -303,7 +303,9 @@ type Limits struct {
 	// AppMaxConns caps all connections to the local app; 0 means no cap.
 	// Default 0.
 	AppMaxConns int `json:"appMaxConns"`
-	// ConnectTimeout bounds dialing an upstream. Default 5s.
+	// ConnectTimeout bounds dialing the app, and a mesh endpoint no
+	// service lists; a peer of a known service gets that service's
+	// resilience timeouts.connect instead (default 1 s). Default 5s.
 	ConnectTimeout Duration `json:"connectTimeout"`
 
 	// MaxRequestBodyBytes caps a request body on both listeners. A
