@@ -228,20 +228,37 @@ type upstreamState struct {
 }
 
 // upstream returns service's state for pol, creating or replacing it when
-// the settings differ.
+// the settings differ. Concurrent first requests agree on one state: a
+// state built by a request that lost the race is dropped before anyone
+// deposits into it or spends its reserve (each state starts with a full
+// reserve, so two would let retries past the budget).
 func (s *Sidecar) upstream(service string, pol *resilience.Policy) *upstreamState {
-	if v, ok := s.upstreams.Load(service); ok {
+	v, ok := s.upstreams.Load(service)
+	for {
+		if !ok {
+			fresh := newUpstreamState(pol)
+			if v, ok = s.upstreams.LoadOrStore(service, fresh); !ok {
+				return fresh
+			}
+			continue // another request stored one first: check it
+		}
 		st := v.(*upstreamState)
 		if st.budgetCfg == pol.Budget && st.limitsCfg == pol.Limits {
 			return st
 		}
+		fresh := newUpstreamState(pol)
+		if s.upstreams.CompareAndSwap(service, st, fresh) {
+			return fresh
+		}
+		v, ok = s.upstreams.Load(service)
 	}
-	st := &upstreamState{
+}
+
+func newUpstreamState(pol *resilience.Policy) *upstreamState {
+	return &upstreamState{
 		budgetCfg: pol.Budget, budget: resilience.NewRetryBudget(pol.Budget, time.Now),
 		limitsCfg: pol.Limits, limits: resilience.NewServiceLimits(pol.Limits),
 	}
-	s.upstreams.Store(service, st)
-	return st
 }
 
 // notJudged is reported to an endpoint's breaker and outlier detector for
