@@ -39,7 +39,7 @@ import (
 // on HTTP/1, while on HTTP/2 the server resets the stream the client is
 // still sending on. A declared Content-Length over the cap is answered 413
 // before anything is forwarded. A tripped writer gets a write deadline in
-// the past: the blocked write fails, ReverseProxy abandons the response
+// the past: the blocked write fails, the forwarder abandons the response
 // (the HTTP/1 connection is closed, the HTTP/2 stream reset) and closes
 // the upstream response, which cancels the upstream request.
 //
@@ -159,7 +159,7 @@ func (s *Sidecar) guardBodies(ew *errorWriter, direction string, next http.Handl
 			r.Body = &g.rd
 		}
 		w.add(g)
-		defer w.remove(g) // also when ReverseProxy aborts the handler with a panic
+		defer w.remove(g) // also when the forwarder aborts the handler with a panic
 		next.ServeHTTP(&g.wr, r)
 	})
 }

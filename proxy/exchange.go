@@ -67,7 +67,8 @@ func (ex *exchange) Write(p []byte) (int, error) {
 }
 
 // expectBody records the length of the upstream response about to be
-// copied, for Write's flushing (ReverseProxy's FlushInterval is 0).
+// copied, for Write's flushing (the forwarder flushes only bodies of
+// unknown length and event streams itself).
 func (ex *exchange) expectBody(resp *http.Response) {
 	if resp.Request.Method != http.MethodHead {
 		ex.bodyLeft = resp.ContentLength

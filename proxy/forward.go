@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -161,8 +162,14 @@ func (s *Sidecar) route(ew *errorWriter, next http.Handler) http.Handler {
 
 // forwardOutbound proxies to the exchange's endpoint over the mesh hop.
 func (s *Sidecar) forwardOutbound(ew *errorWriter) http.Handler {
-	rp := s.reverseProxy(ew, &resilientTransport{s: s, next: s.meshTransport})
-	rp.Rewrite = func(pr *httputil.ProxyRequest) {
+	transport := &resilientTransport{s: s, next: s.meshTransport}
+	modify := func(resp *http.Response) error {
+		exchangeFrom(resp.Request.Context()).expectBody(resp)
+		s.mergeResponseClock(resp)
+		return closeOnRefusedUpgrade(resp)
+	}
+	upgrades := s.reverseProxy(ew, transport)
+	upgrades.Rewrite = func(pr *httputil.ProxyRequest) {
 		ex := exchangeFrom(pr.In.Context())
 		pr.Out.URL.Scheme = "http"
 		pr.Out.URL.Host = ex.dst // each attempt sets its endpoint's address
@@ -171,19 +178,27 @@ func (s *Sidecar) forwardOutbound(ew *errorWriter) http.Handler {
 		pr.Out.Header[HeaderSource] = []string{s.service}
 		s.restoreMeshHeaders(pr)
 	}
-	rp.ModifyResponse = func(resp *http.Response) error {
-		exchangeFrom(resp.Request.Context()).expectBody(resp)
-		s.mergeResponseClock(resp)
-		return closeOnRefusedUpgrade(resp)
+	upgrades.ModifyResponse = modify
+	f := s.forwarder(ew, transport, upgrades, modify)
+	f.rewrite = func(out, in *http.Request) {
+		out.URL.Scheme = "http"
+		out.URL.Host = exchangeFrom(in.Context()).dst // each attempt sets its endpoint's address
+		out.Header[HeaderSource] = []string{s.service}
 	}
-	return s.bodyRecorder(rp)
+	return s.bodyRecorder(f)
 }
 
 // forwardInbound proxies to the local app.
 func (s *Sidecar) forwardInbound(ew *errorWriter) http.Handler {
 	app := s.cfg.Load().App
-	rp := s.reverseProxy(ew, s.appTransport)
-	rp.Rewrite = func(pr *httputil.ProxyRequest) {
+	modify := func(resp *http.Response) error {
+		exchangeFrom(resp.Request.Context()).expectBody(resp)
+		delete(resp.Header, "X-Mesh-Error")
+		s.stampResponse(resp)
+		return closeOnRefusedUpgrade(resp)
+	}
+	upgrades := s.reverseProxy(ew, s.appTransport)
+	upgrades.Rewrite = func(pr *httputil.ProxyRequest) {
 		pr.Out.URL.Scheme = "http"
 		pr.Out.URL.Host = app
 		pr.Out.Host = pr.In.Host
@@ -194,13 +209,27 @@ func (s *Sidecar) forwardInbound(ew *errorWriter) http.Handler {
 		pr.SetXForwarded()
 		s.restoreMeshHeaders(pr)
 	}
-	rp.ModifyResponse = func(resp *http.Response) error {
-		exchangeFrom(resp.Request.Context()).expectBody(resp)
-		delete(resp.Header, "X-Mesh-Error")
-		s.stampResponse(resp)
-		return closeOnRefusedUpgrade(resp)
+	upgrades.ModifyResponse = modify
+	f := s.forwarder(ew, s.appTransport, upgrades, modify)
+	f.keepForwardedFor = true // the chain the calling sidecar built
+	f.rewrite = func(out, _ *http.Request) {
+		out.URL.Scheme = "http"
+		out.URL.Host = app
 	}
-	return s.bodyRecorder(rp)
+	return s.bodyRecorder(f)
+}
+
+// forwarder returns the forwarder with the settings both directions
+// share; the caller sets rewrite.
+func (s *Sidecar) forwarder(ew *errorWriter, rt http.RoundTripper, upgrades http.Handler, modify func(*http.Response) error) *forwarder {
+	return &forwarder{
+		transport:      rt,
+		modifyResponse: modify,
+		errorHandler:   s.proxyError(ew),
+		keepListed:     s.meshSet,
+		upgrades:       upgrades,
+		log:            s.log,
+	}
 }
 
 // bodyRecorder wraps a non-empty request body so that a read error is
@@ -233,8 +262,10 @@ type bufferPool struct{}
 func (bufferPool) Get() []byte  { return *(bufPool.Get().(*[]byte)) }
 func (bufferPool) Put(b []byte) { bufPool.Put(&b) }
 
-// reverseProxy returns a ReverseProxy with the settings both directions
-// share. Errors go through classify and the errorWriter.
+// reverseProxy returns the ReverseProxy that carries protocol upgrades,
+// with the settings both directions share. Errors go through classify and
+// the errorWriter. (Every other request takes the forwarder, whose
+// streaming and flushing follow the same rules.)
 func (s *Sidecar) reverseProxy(ew *errorWriter, rt http.RoundTripper) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Transport:  rt,
@@ -250,12 +281,18 @@ func (s *Sidecar) reverseProxy(ew *errorWriter, rt http.RoundTripper) *httputil.
 		// starts one for every response).
 		FlushInterval: 0,
 		ErrorLog:      log.New(slogWriter{s.log}, "", 0),
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			ex := exchangeFrom(r.Context())
-			if e := classify(r, err, ex.bodyErr(r.Context())); e != nil {
-				ew.write(w, r, e)
-			}
-		},
+		ErrorHandler:  s.proxyError(ew),
+	}
+}
+
+// proxyError turns a failed forward into the mesh's error response
+// (classify), unless the client's own body failed first.
+func (s *Sidecar) proxyError(ew *errorWriter) func(http.ResponseWriter, *http.Request, error) {
+	return func(w http.ResponseWriter, r *http.Request, err error) {
+		ex := exchangeFrom(r.Context())
+		if e := classify(r, err, ex.bodyErr(r.Context())); e != nil {
+			ew.write(w, r, e)
+		}
 	}
 }
 
@@ -276,6 +313,12 @@ var (
 	meshSetHeaders = []string{"X-Mesh-Lamport", "X-Mesh-Vclock", HeaderEpoch, HeaderEpochDomain, HeaderPeerIdentity, "X-Request-Id"}
 	traceHeaders   = []string{"Traceparent", "Tracestate"}
 )
+
+// meshSet reports whether name is a header the mesh set on the request,
+// which a client may not remove by naming it in Connection.
+func (s *Sidecar) meshSet(name string) bool {
+	return slices.Contains(meshSetHeaders, name) || (s.tracer.Enabled() && slices.Contains(traceHeaders, name))
+}
 
 // restoreMeshHeaders puts back, on the outgoing request, the headers the
 // mesh set that ReverseProxy removed because the client named them in

@@ -27,8 +27,7 @@ const (
 
 // meshOnly are headers only the mesh may set: removed from everything the
 // local app sends before the mesh adds its own (PRODUCT.md, Headers).
-// X-Forwarded-* are handled by ReverseProxy's Rewrite, which removes them
-// before our rewrite runs.
+// X-Forwarded-* are replaced by the forwarder (forwarder.setForwarded).
 var meshOnly = []string{
 	"X-Mesh-Epoch",
 	"X-Mesh-Epoch-Domain",

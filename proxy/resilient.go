@@ -25,7 +25,7 @@ import (
 //
 //  1. route resolves the policy of the target service and matched route
 //     (policyFor) and answers injected faults (faults layer);
-//  2. resilientTransport, under ReverseProxy, bounds the request
+//  2. resilientTransport, under the forwarder, bounds the request
 //     (overall timeout, gRPC deadline), takes a concurrency slot for the
 //     service, deposits in the service's retry budget, makes the body
 //     replayable up to the buffer limit, then runs attempts: pick an
@@ -618,7 +618,7 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 // up at the same deadline first) with trailers, grpc-status
 // DEADLINE_EXCEEDED and x-mesh-error: timeout, as the mesh answers a call
 // that times out before its response began, instead of a stream reset the
-// caller can only report as INTERNAL. ReverseProxy sends resp.Trailer once
+// caller can only report as INTERNAL. The forwarder sends resp.Trailer once
 // the body ends. It reports false, changing nothing, for other failures.
 func endGRPCOnTimeout(ctx context.Context, deadline time.Time, resp *http.Response) bool {
 	var tc *timeoutCause

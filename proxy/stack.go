@@ -20,8 +20,8 @@ func (s *Sidecar) outboundStack() http.Handler {
 	ew := &errorWriter{log: s.log, metrics: s.m, direction: "outbound"}
 	var h http.Handler
 	// 8. Forward over the mesh hop: HTTP/2 to an endpoint's inbound
-	//    listener (HTTP/1.1 for upgrades), via ReverseProxy.Rewrite, which
-	//    strips hop-by-hop and client-sent X-Forwarded-* before our rewrite.
+	//    listener (HTTP/1.1 for upgrades), via the forwarder, which strips
+	//    hop-by-hop and client-sent forwarding headers before our rewrite.
 	//    Its transport runs the attempts (resilient.go): timeouts, budgeted
 	//    retries, breakers, outlier detection, concurrency limits.
 	h = s.forwardOutbound(ew)

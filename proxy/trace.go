@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"net/http"
 
@@ -33,9 +34,18 @@ func (s *Sidecar) traceOutbound(next http.Handler) http.Handler {
 		stamp, err := s.clock.Send(r.Header)
 		s.countClockError(err)
 		span.SetClock(stamp)
-		next.ServeHTTP(w, r.WithContext(ctx))
+		next.ServeHTTP(w, withContext(r, ctx))
 		span.End(ex.status, errorType(w))
 	})
+}
+
+// withContext returns r with ctx, copying r only when ctx is another
+// context (with tracing off the span functions return r's own).
+func withContext(r *http.Request, ctx context.Context) *http.Request {
+	if ctx == r.Context() {
+		return r
+	}
+	return r.WithContext(ctx)
 }
 
 // traceInbound merges the caller's clocks, starts the server span, and
@@ -50,7 +60,7 @@ func (s *Sidecar) traceInbound(next http.Handler) http.Handler {
 		s.tracer.Inject(ctx, r.Header)
 		_, err = s.clock.Send(r.Header)
 		s.countClockError(err)
-		next.ServeHTTP(w, r.WithContext(ctx))
+		next.ServeHTTP(w, withContext(r, ctx))
 		span.End(ex.status, errorType(w))
 	})
 }
