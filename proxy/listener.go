@@ -23,12 +23,14 @@ import (
 // httpListener serves HTTP/1.1 and cleartext HTTP/2 (prior knowledge) on
 // one port. Each accepted connection is classified by its first bytes: the
 // HTTP/2 connection preface goes to an x/net/http2 server, anything else,
-// wrapped in the HTTP/1 framing guard, to a net/http server.
+// wrapped in the HTTP/1 framing guard, to the HTTP/1 fast lane (h1fast.go),
+// which hands connections it does not serve to a net/http server.
 //
 // Goroutines: one accept loop; one per connection while it is classified
-// (bounded by the read-header timeout); net/http's per-connection
-// goroutines for HTTP/1; one ServeConn goroutine per HTTP/2 connection
-// plus x/net's per-stream handler goroutines.
+// (bounded by the read-header timeout), which then serves it on the fast
+// lane; one fast-lane watchdog; net/http's per-connection goroutines for
+// HTTP/1 connections moved to it; one ServeConn goroutine per HTTP/2
+// connection plus x/net's per-stream handler goroutines.
 type httpListener struct {
 	name   string
 	ln     net.Listener
@@ -43,6 +45,15 @@ type httpListener struct {
 	h2wg    sync.WaitGroup
 	h2mu    sync.Mutex
 	h2conns map[net.Conn]struct{}
+
+	// The HTTP/1.1 fast lane (h1fast.go): its connections, for shutdown.
+	idleT       time.Duration
+	fastWG      sync.WaitGroup
+	fastMu      sync.Mutex
+	fastConns   map[*fastConn]struct{}
+	fastClosing atomic.Bool
+	fastOnce    sync.Once // starts the watchdog
+	date        dateCache
 
 	// mtls, when set, terminates mutual TLS on this listener (inbound).
 	mtls *meshTLS
@@ -71,6 +82,9 @@ func newHTTPListener(ln net.Listener, h http.Handler, o listenerOptions, m *metr
 		log:     debug,
 		h2conns: map[net.Conn]struct{}{},
 		h1Conn:  newChanListener(ln.Addr()),
+		idleT:   o.idleTimeout,
+
+		fastConns: map[*fastConn]struct{}{},
 	}
 	l.h1 = &http.Server{
 		Handler:           h,
@@ -79,7 +93,7 @@ func newHTTPListener(ln net.Listener, h http.Handler, o listenerOptions, m *metr
 		MaxHeaderBytes:    o.maxHeaderBytes,
 		ErrorLog:          errLog,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if g, ok := c.(*h1guard.Conn); ok {
+			if g := connGuard(c); g != nil {
 				ctx = context.WithValue(ctx, guardKey{}, g)
 				if pc, ok := g.Conn.(*peerConn); ok {
 					ctx = context.WithValue(ctx, peerIdentityKey{}, pc.peer)
@@ -88,7 +102,7 @@ func newHTTPListener(ln net.Listener, h http.Handler, o listenerOptions, m *metr
 			return ctx
 		},
 		ConnState: func(c net.Conn, st http.ConnState) {
-			if g, ok := c.(*h1guard.Conn); ok && st == http.StateIdle {
+			if g := connGuard(c); g != nil && st == http.StateIdle {
 				g.Idle()
 			}
 		},
@@ -148,7 +162,7 @@ func (l *httpListener) dispatch(c net.Conn) {
 			c.Close()
 			return
 		case tlsConn != nil && tlsConn.ConnectionState().NegotiatedProtocol == identity.ALPNUpgrade:
-			l.serveH1(&peerConn{Conn: tlsConn, peer: peerIdentityOf(tlsConn)})
+			l.serveH1(&peerConn{Conn: tlsConn, peer: peerIdentityOf(tlsConn)}, false)
 			return
 		case tlsConn != nil:
 			l.serveH2(tlsConn, peerIdentityOf(tlsConn))
@@ -164,23 +178,40 @@ func (l *httpListener) dispatch(c net.Conn) {
 	}
 	pc := &prefixConn{Conn: c, prefix: prefix}
 	if !isH2 {
-		l.serveH1(pc)
+		l.serveH1(pc, true)
 		return
 	}
 	l.serveH2(pc, "")
 }
 
-// serveH1 hands an HTTP/1 connection, behind the framing guard, to the
-// listener's net/http server.
-func (l *httpListener) serveH1(c net.Conn) {
+// serveH1 serves an HTTP/1 connection behind the framing guard: on the
+// fast lane (h1fast.go) when fast, else with the listener's net/http
+// server. Upgrade connections of mutual TLS go straight to net/http.
+func (l *httpListener) serveH1(c net.Conn, fast bool) {
 	g := h1guard.NewConn(c, l.lim)
 	g.OnReject = func(e *h1guard.RequestError) {
 		l.m.rejected.WithLabelValues(l.name, e.Reason).Inc()
 		l.log.Debug("refused malformed request", "listener", l.name, "remote", c.RemoteAddr().String(), "reason", e.Reason)
 	}
+	if fast {
+		l.serveFast(g)
+		return
+	}
 	if !l.h1Conn.push(g) {
 		c.Close()
 	}
+}
+
+// connGuard returns the framing guard of an HTTP/1 connection served by
+// net/http, or nil.
+func connGuard(c net.Conn) *h1guard.Conn {
+	switch c := c.(type) {
+	case *h1guard.Conn:
+		return c
+	case *guardedConn:
+		return c.g
+	}
+	return nil
 }
 
 // serveH2 serves an HTTP/2 connection until it ends. peer is the caller's
@@ -219,9 +250,11 @@ func (l *httpListener) serveH2(c net.Conn, peer string) {
 // ends; then closes whatever remains.
 func (l *httpListener) shutdown(ctx context.Context) error {
 	l.ln.Close()
+	l.fastClosing.Store(true)
+	l.closeIdleFast()
 	err := l.h1.Shutdown(ctx) // also starts GOAWAY on HTTP/2 connections
 	done := make(chan struct{})
-	go func() { l.h2wg.Wait(); close(done) }()
+	go func() { l.h2wg.Wait(); l.fastWG.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -233,6 +266,7 @@ func (l *httpListener) shutdown(ctx context.Context) error {
 	}
 	l.h2conns = nil
 	l.h2mu.Unlock()
+	l.closeAllFast()
 	if err != nil {
 		_ = l.h1.Close()
 	}

@@ -220,7 +220,7 @@ func writeHeader(bw *bufio.Writer, h http.Header) {
 			continue
 		}
 		for _, v := range vv {
-			if strings.ContainsAny(v, "\r\n") {
+			if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
 				v = newlineToSpace.Replace(v)
 			}
 			_, _ = bw.WriteString(k)
