@@ -209,8 +209,10 @@ func TestFastLaneClientGoneCancels(t *testing.T) {
 // fast-lane connections.
 func TestFastLaneShutdown(t *testing.T) {
 	release := make(chan struct{})
+	slowStarted := make(chan struct{}, 1)
 	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
+			slowStarted <- struct{}{}
 			<-release
 		}
 		_, _ = io.WriteString(w, "done")
@@ -234,19 +236,11 @@ func TestFastLaneShutdown(t *testing.T) {
 	if _, err := io.WriteString(busy, "GET /slow HTTP/1.1\r\nHost: closing\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the slow request to be handled", func() bool {
-		l.fastMu.Lock()
-		defer l.fastMu.Unlock()
-		for fc := range l.fastConns {
-			fc.wmu.Lock()
-			h := fc.handling
-			fc.wmu.Unlock()
-			if h {
-				return true
-			}
-		}
-		return false
-	})
+	select {
+	case <-slowStarted:
+	case <-testContext(t, 10*time.Second).Done():
+		t.Fatal("the slow request never reached the app")
+	}
 	done := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
