@@ -457,24 +457,8 @@ func TestLargeBodiesStream(t *testing.T) {
 
 func TestTCPPassthrough(t *testing.T) {
 	// A line-echo TCP app that also half-closes correctly.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
-	server := startSidecar(t, testConfig("db", ln.Addr().String(), config.ProtocolTCP))
+	app := startRawApp(t, func(c net.Conn) { _, _ = io.Copy(c, c) })
+	server := startSidecar(t, testConfig("db", app, config.ProtocolTCP))
 	ccfg := testConfig("client", "127.0.0.1:1", config.ProtocolHTTP1)
 	ccfg.Upstreams = map[string]config.Upstream{"db": {Endpoints: []string{server.addr("inbound")}}}
 	ccfg.TCPOutbound = []config.TCPRoute{{Listen: "127.0.0.1:0", Service: "db"}}

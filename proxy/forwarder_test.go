@@ -113,28 +113,13 @@ func TestForwarderRelaysEarlyHints(t *testing.T) {
 // An app that promises more body than it sends: the client's response is
 // aborted, never completed short.
 func TestForwarderAbortsTruncatedBody(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				if _, err := http.ReadRequest(br); err != nil {
-					return
-				}
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
-			}()
+	app := startRawApp(t, func(c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
 		}
-	}()
-	s := startSidecar(t, testConfig("short", ln.Addr().String(), config.ProtocolHTTP1))
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
+	})
+	s := startSidecar(t, testConfig("short", app, config.ProtocolHTTP1))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+s.addr("inbound")+"/", nil)

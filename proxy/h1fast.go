@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/causeway-mesh/causeway/proxy/h1guard"
+	"github.com/causeway-mesh/causeway/proxy/h1wire"
 )
 
 // The HTTP/1.1 fast lane.
@@ -117,8 +118,8 @@ func (l *httpListener) serveFast(g *h1guard.Conn) {
 	}()
 	for !l.fastClosing.Load() {
 		var idle time.Time // no limit when the listener has no idle timeout
-		if l.idleT > 0 {
-			idle = time.Now().Add(l.idleT)
+		if l.h1.IdleTimeout > 0 {
+			idle = time.Now().Add(l.h1.IdleTimeout)
 		}
 		_ = g.SetReadDeadline(idle)
 		if _, err := fc.br.Peek(1); err != nil {
@@ -405,12 +406,10 @@ func (w *fastWriter) WriteHeader(code int) {
 func (w *fastWriter) writeInformational(code int) {
 	bw := w.c.bw
 	writeStatusLine(bw, code)
-	_ = w.header.WriteSubset(bw, noBodyHeaders)
+	h1wire.WriteFields(bw, w.header, func(name string) bool { return name == "Content-Length" || name == "Transfer-Encoding" })
 	_, _ = bw.WriteString("\r\n")
 	w.fail(bw.Flush())
 }
-
-var noBodyHeaders = map[string]bool{"Content-Length": true, "Transfer-Encoding": true}
 
 func (w *fastWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
@@ -441,10 +440,6 @@ func (w *fastWriter) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	return len(p), nil
-}
-
-func (w *fastWriter) WriteString(s string) (int, error) {
-	return w.Write([]byte(s))
 }
 
 // writeBody writes p after the head, framed.
@@ -525,21 +520,24 @@ func (w *fastWriter) writeTrailers() {
 				continue
 			}
 			for _, tv := range w.header[k] {
-				writeField(bw, k, tv)
+				h1wire.WriteField(bw, k, tv)
 			}
 		}
 	}
 	for k, vv := range w.header {
 		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
 			for _, v := range vv {
-				writeField(bw, name, v)
+				h1wire.WriteField(bw, name, v)
 			}
 		}
 	}
 }
 
 // commit writes the response head, and the body held so far. final: the
-// handler has returned, so a body held whole gets its length.
+// handler has returned, so a body held whole gets its length. The fields
+// the writer decides itself (Content-Length it computed, a sniffed
+// Content-Type, Date, Transfer-Encoding, Connection: close) are written
+// after the handler's, never put in its header map.
 func (w *fastWriter) commit(final bool) {
 	w.committed = true
 	h := w.header
@@ -554,24 +552,17 @@ func (w *fastWriter) commit(final bool) {
 		}
 	}
 	te := h.Get("Transfer-Encoding")
-	delete(h, "Transfer-Encoding") // set below, if chunked
-	if final && !trailers && te == "" && bodyAllowed(code) && w.length < 0 && (!isHEAD || len(w.held) > 0) {
+	computedLength := final && !trailers && te == "" && bodyAllowed(code) && w.length < 0 && (!isHEAD || len(w.held) > 0)
+	if computedLength {
 		w.length = int64(len(w.held))
-		h["Content-Length"] = []string{strconv.Itoa(len(w.held))}
 	}
+	var sniffed string
 	if bodyAllowed(code) {
 		if _, ok := h["Content-Type"]; !ok && h.Get("Content-Encoding") == "" && len(w.held) > 0 {
-			h["Content-Type"] = []string{http.DetectContentType(w.held)}
+			sniffed = http.DetectContentType(w.held)
 		}
 	} else {
-		if code == http.StatusNotModified {
-			delete(h, "Content-Type")
-		}
-		delete(h, "Content-Length")
 		w.length = -1
-	}
-	if _, ok := h["Date"]; !ok {
-		h["Date"] = []string{w.c.l.dateNow()}
 	}
 	switch {
 	case isHEAD || !bodyAllowed(code):
@@ -580,22 +571,27 @@ func (w *fastWriter) commit(final bool) {
 		w.closeAfter = true
 	default:
 		w.chunked = true
-		h["Transfer-Encoding"] = []string{"chunked"}
 	}
 	if httpguts.HeaderValuesContainsToken(h["Connection"], "close") {
 		w.closeAfter = true
 	}
-	if w.closeAfter {
-		h["Connection"] = []string{"close"}
-	}
+
 	writeStatusLine(bw, code)
-	for k, vv := range h {
-		if strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
-			continue
-		}
-		for _, v := range vv {
-			writeField(bw, k, v)
-		}
+	h1wire.WriteFields(bw, h, w.skipField)
+	if computedLength {
+		h1wire.WriteField(bw, "Content-Length", strconv.FormatInt(w.length, 10))
+	}
+	if sniffed != "" {
+		h1wire.WriteField(bw, "Content-Type", sniffed)
+	}
+	if _, ok := h["Date"]; !ok {
+		h1wire.WriteField(bw, "Date", w.c.l.dateNow())
+	}
+	if w.chunked {
+		_, _ = bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if w.closeAfter {
+		_, _ = bw.WriteString("Connection: close\r\n")
 	}
 	_, err := bw.WriteString("\r\n")
 	w.fail(err)
@@ -604,19 +600,22 @@ func (w *fastWriter) commit(final bool) {
 	w.writeBody(held)
 }
 
-// writeField writes one header or trailer field, with CR and LF in the
-// value turned into spaces (as net/http's Header.Write does).
-func writeField(bw *bufio.Writer, k, v string) {
-	if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
-		v = fieldNewlines.Replace(v)
+// skipField reports whether a field of the handler's header map stays out
+// of the committed head: trailers, the framing the writer sets itself, and
+// what a response without a body must not carry (RFC 9110 §8.6, §15.4.5).
+func (w *fastWriter) skipField(name string) bool {
+	switch name {
+	case "Transfer-Encoding":
+		return true
+	case "Connection":
+		return w.closeAfter
+	case "Content-Length":
+		return !bodyAllowed(w.status)
+	case "Content-Type":
+		return w.status == http.StatusNotModified
 	}
-	_, _ = bw.WriteString(k)
-	_, _ = bw.WriteString(": ")
-	_, _ = bw.WriteString(textproto.TrimString(v))
-	_, _ = bw.WriteString("\r\n")
+	return strings.HasPrefix(name, http.TrailerPrefix)
 }
-
-var fieldNewlines = strings.NewReplacer("\r", " ", "\n", " ")
 
 func writeStatusLine(bw *bufio.Writer, code int) {
 	_, _ = bw.WriteString("HTTP/1.1 ")

@@ -104,6 +104,28 @@ func TestFastLaneFraming(t *testing.T) {
 	if resp.StatusCode != 200 || body != "small body" {
 		t.Errorf("after the others: %d %q", resp.StatusCode, body)
 	}
+	if n := fastLaneConns(s.inbound); n != 1 {
+		t.Errorf("%d connections on the fast lane, want this one", n)
+	}
+
+	// The mesh's own error response declares no length: the writer
+	// computes it, as the whole body is written before the handler returns.
+	oc, err := net.Dial("tcp", s.addr("outbound"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oc.Close()
+	resp, body = rawExchange(t, oc, bufio.NewReader(oc), "GET / HTTP/1.1\r\nHost: nowhere\r\n\r\n", "GET")
+	if resp.StatusCode != 503 || resp.ContentLength != int64(len(body)) || len(resp.TransferEncoding) != 0 || resp.Header.Get("X-Mesh-Error") == "" {
+		t.Errorf("error response: %d, length %d for %d bytes, %v, %v", resp.StatusCode, resp.ContentLength, len(body), resp.TransferEncoding, resp.Header)
+	}
+}
+
+// fastLaneConns counts the connections l serves on the fast lane.
+func fastLaneConns(l *httpListener) int {
+	l.fastMu.Lock()
+	defer l.fastMu.Unlock()
+	return len(l.fastConns)
 }
 
 // A connection moves to net/http at its first request the fast lane does
@@ -136,6 +158,7 @@ func TestFastLaneMovesToNetHTTP(t *testing.T) {
 			t.Errorf("response %d: %d %q, want %q", i, resp.StatusCode, b, want)
 		}
 	}
+	waitFor(t, 5*time.Second, "the connection to leave the fast lane", func() bool { return fastLaneConns(s.inbound) == 0 })
 	// A malformed request after the move is still refused by the guard.
 	resp, body := rawExchange(t, c, br, "GET /x HTTP/1.1\r\nHost: moving\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "GET")
 	if resp.StatusCode != 400 || resp.Header.Get("X-Mesh-Error") != "bad_request" {

@@ -130,6 +130,31 @@ func startMesh(t testing.TB, service, app string, proto config.Protocol) *mesh {
 	return &mesh{server: server, client: client}
 }
 
+// startRawApp accepts TCP connections on 127.0.0.1:0 until the test ends
+// and runs handle on each (closing it after): an app that speaks bytes,
+// not net/http.
+func startRawApp(t testing.TB, handle func(c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
 // waitFor polls cond every 10ms until it holds or the timeout passes.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()

@@ -47,7 +47,6 @@ type httpListener struct {
 	h2conns map[net.Conn]struct{}
 
 	// The HTTP/1.1 fast lane (h1fast.go): its connections, for shutdown.
-	idleT       time.Duration
 	fastWG      sync.WaitGroup
 	fastMu      sync.Mutex
 	fastConns   map[*fastConn]struct{}
@@ -82,7 +81,6 @@ func newHTTPListener(ln net.Listener, h http.Handler, o listenerOptions, m *metr
 		log:     debug,
 		h2conns: map[net.Conn]struct{}{},
 		h1Conn:  newChanListener(ln.Addr()),
-		idleT:   o.idleTimeout,
 
 		fastConns: map[*fastConn]struct{}{},
 	}

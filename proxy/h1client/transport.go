@@ -27,11 +27,10 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
-	"strings"
 	"sync"
 	"time"
 
-	"golang.org/x/net/http/httpguts"
+	"github.com/causeway-mesh/causeway/proxy/h1wire"
 )
 
 // Transport is an http.RoundTripper. Set the fields before first use.
@@ -204,34 +203,10 @@ func writeRequest(bw *bufio.Writer, r *http.Request) error {
 	_, _ = bw.WriteString(" HTTP/1.1\r\nHost: ")
 	_, _ = bw.WriteString(host)
 	_, _ = bw.WriteString("\r\n")
-	writeHeader(bw, r.Header)
+	h1wire.WriteFields(bw, r.Header, func(name string) bool { return excludedHeaders[name] })
 	_, _ = bw.WriteString("\r\n")
 	return bw.Flush()
 }
-
-// writeHeader writes h's fields except excludedHeaders, sanitised as
-// net/http's own transport does (Header.Write): a field with an invalid
-// name is left out, CR and LF in a value become spaces, and values are
-// trimmed. Unlike Header.Write it does not sort the fields first: field
-// order carries no meaning between different names.
-func writeHeader(bw *bufio.Writer, h http.Header) {
-	for k, vv := range h {
-		if excludedHeaders[k] || !httpguts.ValidHeaderFieldName(k) {
-			continue
-		}
-		for _, v := range vv {
-			if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
-				v = newlineToSpace.Replace(v)
-			}
-			_, _ = bw.WriteString(k)
-			_, _ = bw.WriteString(": ")
-			_, _ = bw.WriteString(textproto.TrimString(v))
-			_, _ = bw.WriteString("\r\n")
-		}
-	}
-}
-
-var newlineToSpace = strings.NewReplacer("\n", " ", "\r", " ")
 
 // excludedHeaders are written by writeRequest itself or never sent on a
 // request without a body.

@@ -367,28 +367,3 @@ func TestMaxConnsQueues(t *testing.T) {
 		t.Fatalf("dials %d, peak concurrency %d; want at most 2", d.n.Load(), peak.Load())
 	}
 }
-
-func TestWriteHeaderSanitises(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		h    http.Header
-		want string
-	}{
-		{"plain", http.Header{"Accept": {"*/*"}}, "Accept: */*\r\n"},
-		{"repeated", http.Header{"Via": {"a", "b"}}, "Via: a\r\nVia: b\r\n"},
-		{"newlines become spaces", http.Header{"X-A": {"one\r\nX-Injected: two"}}, "X-A: one  X-Injected: two\r\n"},
-		{"trimmed", http.Header{"X-A": {" \tv \t"}}, "X-A: v\r\n"},
-		{"invalid name left out", http.Header{"Bad Name": {"v"}, "X-Ok": {"v"}}, "X-Ok: v\r\n"},
-		{"framing written elsewhere", http.Header{"Content-Length": {"5"}, "Transfer-Encoding": {"chunked"}, "Host": {"x"}, "Connection": {"close"}, "Trailer": {"T"}}, ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var b strings.Builder
-			bw := bufio.NewWriter(&b)
-			writeHeader(bw, tc.h)
-			_ = bw.Flush()
-			if b.String() != tc.want {
-				t.Errorf("got %q, want %q", b.String(), tc.want)
-			}
-		})
-	}
-}
