@@ -226,6 +226,7 @@ func (s *Sidecar) forwarder(ew *errorWriter, rt http.RoundTripper, upgrades http
 		transport:      rt,
 		modifyResponse: modify,
 		errorHandler:   s.proxyError(ew),
+		bodyFailed:     func(r *http.Request) error { return exchangeFrom(r.Context()).bodyErr(r.Context()) },
 		keepListed:     s.meshSet,
 		upgrades:       upgrades,
 		log:            s.log,

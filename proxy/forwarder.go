@@ -55,6 +55,9 @@ type forwarder struct {
 	// error goes to errorHandler.
 	modifyResponse func(*http.Response) error
 	errorHandler   func(http.ResponseWriter, *http.Request, error)
+	// bodyFailed returns the error of the client's request body, if
+	// reading it failed (nil: never checked).
+	bodyFailed func(*http.Request) error
 	// keepListed reports whether a header named in the request's
 	// Connection header is one the mesh set, and so stays.
 	keepListed func(name string) bool
@@ -116,6 +119,17 @@ func (f *forwarder) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	if err != nil {
 		f.errorHandler(rw, out, err)
 		return
+	}
+	if req.ContentLength != 0 && f.bodyFailed != nil {
+		// The upstream answered a request whose body the client never
+		// finished (cut off as too slow or too large, or malformed): that
+		// answer is to a request nobody sent, so the client gets the
+		// body's error instead, as when the transport reports it first.
+		if berr := f.bodyFailed(out); berr != nil {
+			res.Body.Close()
+			f.errorHandler(rw, out, berr)
+			return
+		}
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		res.Body.Close()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
 	"strings"
@@ -136,3 +137,28 @@ func TestForwarderAbortsTruncatedBody(t *testing.T) {
 		t.Errorf("body %q", body)
 	}
 }
+
+// An upstream's answer to a request whose body the client never finished
+// is not relayed: the client gets the body's error.
+func TestForwarderAnswersTheBodyErrorOverTheUpstreams(t *testing.T) {
+	bodyErr := errors.New("client body cut off")
+	var handled error
+	f := &forwarder{
+		transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("")), Request: r}, nil
+		}),
+		rewrite:      func(out, _ *http.Request) { out.URL.Scheme, out.URL.Host = "http", "app" },
+		errorHandler: func(w http.ResponseWriter, _ *http.Request, err error) { handled = err; w.WriteHeader(408) },
+		bodyFailed:   func(*http.Request) error { return bodyErr },
+	}
+	req := httptest.NewRequest("POST", "http://svc/upload", strings.NewReader("partial"))
+	rec := httptest.NewRecorder()
+	f.ServeHTTP(rec, req)
+	if !errors.Is(handled, bodyErr) || rec.Code != 408 {
+		t.Errorf("status %d, error handled %v; want 408 and the body's error", rec.Code, handled)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
