@@ -158,6 +158,9 @@ func (s *Sidecar) guardBodies(ew *errorWriter, direction string, next http.Handl
 			g.rd = guardedBody{ReadCloser: r.Body, g: g}
 			r.Body = &g.rd
 		}
+		if ex := exchangeFrom(r.Context()); ex != nil {
+			ex.guard = g
+		}
 		w.add(g)
 		defer w.remove(g) // also when the forwarder aborts the handler with a panic
 		next.ServeHTTP(&g.wr, r)

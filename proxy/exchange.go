@@ -31,6 +31,7 @@ type exchange struct {
 	policy   resilience.Policy // resilience settings of the target service and route
 	span     tracing.Span      // the outbound client span (retries are its events)
 	body     *recordingBody
+	guard    *bodyGuard // the body guard of this request (bodyguard.go), or nil
 
 	// bodyLeft is the number of bytes of a proxied response with a
 	// Content-Length still to be written, -1 when unknown or not proxied.
@@ -107,9 +108,17 @@ func (b *recordingBody) Read(p []byte) (int, error) {
 }
 
 // bodyErr returns the client's body error, if reading it failed. A body
-// the HTTP/1 guard refused counts even if the transport has not reported
-// its read yet.
+// the body guard cut off or the HTTP/1 guard refused counts even if the
+// transport has not reported its read yet.
 func (ex *exchange) bodyErr(ctx context.Context) error {
+	// A request the body guard cut off: its cause is set before the read
+	// in flight fails, so it is known even when the transport reports the
+	// cancelled request first.
+	if ex.guard != nil {
+		if c := ex.guard.cause.Load(); c != nil {
+			return c
+		}
+	}
 	if ex.body != nil {
 		if e := ex.body.err.Load(); e != nil {
 			return *e

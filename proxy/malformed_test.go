@@ -80,6 +80,20 @@ func (a *malRecorder) since(n int) []malSeen {
 	return s[n:]
 }
 
+// malWithoutLateAborts drops the aborted POST /mal-body requests from s:
+// only the body cases send that path, their upstream requests are aborted
+// mid-body, and under load the app may record one only after the next
+// case has begun. A complete one is never dropped.
+func malWithoutLateAborts(s []malSeen) []malSeen {
+	var out []malSeen
+	for _, r := range s {
+		if r.path != "/mal-body" || r.bodyErr == nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 func malComplete(s []malSeen) []malSeen {
 	var out []malSeen
 	for _, r := range s {
@@ -315,7 +329,7 @@ func TestMalformedRequestsNeverReachApp(t *testing.T) {
 						if done := malComplete(seen); len(done) > 0 {
 							fail("app received a complete body: %s, want none", malDescribe(done))
 						}
-					} else if len(seen) > 0 {
+					} else if seen = malWithoutLateAborts(seen); len(seen) > 0 {
 						fail("app received %s, want nothing", malDescribe(seen))
 					}
 					if r.first.StatusCode != c.status {
