@@ -223,11 +223,12 @@ func (h *handler) reserve(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// reserveItems reserves every item in its own Reserve call, all at once.
-// The first failure cancels the calls still running.
+// reserveItems reserves every item in its own Reserve call, all at once,
+// and waits for every call to end. A failure does not cancel the others: a
+// call cancelled after the inventory applied it would look failed here
+// while its stock stayed reserved, and the response must list exactly what
+// stayed reserved.
 func (h *handler) reserveItems(ctx context.Context, w http.ResponseWriter, items []Item) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	out := make([]Reservation, len(items))
 	errs := make([]error, len(items))
 	var wg sync.WaitGroup
@@ -236,7 +237,6 @@ func (h *handler) reserveItems(ctx context.Context, w http.ResponseWriter, items
 			summary, err := h.reserveOnce(ctx, it)
 			if err != nil {
 				errs[i] = err
-				cancel()
 				return
 			}
 			out[i] = Reservation{SKU: it.SKU, Reserved: summary.GetReserved(), InventoryInstance: summary.GetInstance()}
